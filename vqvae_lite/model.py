@@ -1,0 +1,105 @@
+"""The whole VQ-VAE: encoder -> 1x1 pre-quantisation conv -> quantiser -> decoder.
+
+Chapter 5 (`notebooks/05_decoder.ipynb`) assembles it and runs one forward and backward pass.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vqvae_lite.codebook_care import EMAVectorQuantizer
+from vqvae_lite.decoder import Decoder
+from vqvae_lite.encoder import Encoder
+from vqvae_lite.quantizer import VectorQuantizer
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the model. Defaults are the seed's: h=128, 2 residual layers of 32, D=64, K=512."""
+
+    in_channels: int = 3
+    hidden: int = 128  # h: channels of the encoder and decoder trunk
+    residual_hidden: int = 32  # channels inside each residual layer
+    residual_layers: int = 2
+    embedding_dim: int = 64  # D: length of each code vector
+    num_codes: int = 512  # K: number of codes in the codebook
+    beta: float = 0.25  # weight of the commitment term
+    codebook_update: str = "gradient"  # "gradient" (chapter 4's loss) or "ema" (chapter 7)
+    ema_decay: float = 0.99  # used when codebook_update == "ema"
+
+    def __post_init__(self):
+        if self.codebook_update not in ("gradient", "ema"):
+            raise ValueError(
+                f"codebook_update must be 'gradient' or 'ema', got {self.codebook_update!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VQVAEOutput:
+    """Everything one forward pass produces, for the loss and for inspection."""
+
+    x_hat: Tensor  # (B, 3, H, W) reconstruction on the training scale
+    z_e: Tensor  # (B, D, H/4, W/4) encoder output after the 1x1 conv
+    z_q: Tensor  # (B, D, H/4, W/4) quantised, with the straight-through gradient
+    codes: Tensor  # (B, D, H/4, W/4) chosen code vectors, with gradient to the codebook
+    indices: Tensor  # (B, H/4, W/4) int64
+
+
+def check_images(x: Tensor, channels: int) -> None:
+    """Raise a ValueError naming the expected shape (B, channels, H, W) for unusable input."""
+    expected = f"expected float images of shape (B, {channels}, H, W) with H, W divisible by 4"
+    if x.dim() != 4:
+        raise ValueError(f"{expected}, got rank {x.dim()} with shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"{expected}, got {x.shape[1]} channels in shape {tuple(x.shape)}")
+    if x.shape[2] % 4 or x.shape[3] % 4:
+        raise ValueError(f"{expected}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{expected}, got dtype {x.dtype} (scale uint8 pixels to [-1, 1] first)")
+    if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+        raise ValueError(f"{expected} with finite values, got NaN or inf")
+
+
+class VQVAE(nn.Module):
+    """The VQ-VAE of van den Oord et al. (2017) with the seed's CIFAR-10 sizes."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.encoder = Encoder(
+            config.in_channels, config.hidden, config.residual_hidden, config.residual_layers
+        )
+        self.pre_quantization = nn.Conv2d(config.hidden, config.embedding_dim, kernel_size=1)
+        if config.codebook_update == "ema":
+            self.quantizer = EMAVectorQuantizer(
+                config.num_codes, config.embedding_dim, config.ema_decay
+            )
+        else:
+            self.quantizer = VectorQuantizer(config.num_codes, config.embedding_dim)
+        self.decoder = Decoder(
+            config.embedding_dim,
+            config.hidden,
+            config.residual_hidden,
+            config.residual_layers,
+            config.in_channels,
+        )
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) images -> (B, D, H/4, W/4) continuous latents z_e."""
+        check_images(x, self.config.in_channels)
+        return self.pre_quantization(self.encoder(x))
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        z_e = self.encode(x)  # (B, 3, 32, 32) -> (B, D, 8, 8)
+        quantized = self.quantizer(z_e)
+        x_hat = self.decoder(quantized.z_q)  # (B, D, 8, 8) -> (B, 3, 32, 32)
+        return VQVAEOutput(x_hat, z_e, quantized.z_q, quantized.codes, quantized.indices)
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """(B, h, w) code indices -> (B, 3, 4h, 4w) images on the training scale."""
+        codes = self.quantizer.codebook[indices]  # (B, h, w, D)
+        return self.decoder(codes.permute(0, 3, 1, 2))  # -> (B, D, h, w) -> (B, 3, 4h, 4w)
