@@ -9,7 +9,9 @@ PACKAGE = ROOT / "vqvae_lite"
 
 
 def test_package_matches_a_fresh_export(tmp_path):
-    subprocess.run([sys.executable, "tools/export.py", "--out", str(tmp_path)], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "tools/export.py", "--out", str(tmp_path)], cwd=ROOT, check=True
+    )
     fresh = {p.name: p.read_bytes() for p in tmp_path.glob("*.py")}
     assert fresh, "the notebooks export no module"
     committed = {

@@ -37,7 +37,9 @@ def test_executed_once_top_to_bottom(path):
 def test_no_errors_in_outputs(path):
     for cell in code_cells(path):
         kinds = [output["output_type"] for output in cell.get("outputs", [])]
-        assert "error" not in kinds, f"{path.name}: a cell stored an error:\n{''.join(cell['source'])}"
+        assert "error" not in kinds, (
+            f"{path.name}: a cell stored an error:\n{''.join(cell['source'])}"
+        )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
