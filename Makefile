@@ -1,11 +1,15 @@
 # The two commands of the README:
 #   make book   builds the rendered book into _build/html
-#   make test   runs every test (unit tests, export drift, notebook hygiene, strict nbval, lint)
+#   make test   builds the book, then runs every test (unit tests, export drift, notebook hygiene,
+#               strict nbval, the built pages in a headless browser, lint)
 # Each one creates .venv and installs what it needs on first use.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+VENDOR := book/vendor/versions.txt
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: book test lint export notebooks clean
 
@@ -15,10 +19,20 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[book,test,dev]'
 	touch $@
 
-book: $(INSTALLED)
+# MathJax and the widget scripts the book serves itself, at the versions of tools/vendor/.
+$(VENDOR): tools/vendor/package-lock.json tools/fetch_vendor.sh
+	bash tools/fetch_vendor.sh
+
+book: $(INSTALLED) $(VENDOR)
 	$(VENV)/bin/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
 
-test: $(INSTALLED)
+# Debian's Chromium, for tests/test_book_browser.py.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# The browser test opens the pages of the book just built.
+test: book $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest --nbval
 

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PACKAGE = ROOT / "vqvae_lite"
-HEADER = "# Generated from {notebook} by tools/export.py. Edit the notebook, then re-export.\n"
+HEADER = "# Generated from {notebook} by tools/export.py: edit the notebook.\n"
 MARKER = re.compile(r"^#\|\s*(default_exp|export)\b\s*(\S*)\s*$")
 
 
@@ -59,7 +59,7 @@ def render(notebooks: list[Path]) -> dict[str, str]:
                 )
             owners[module] = notebook.name
             header = HEADER.format(notebook=f"notebooks/{notebook.name}")
-            files[f"{module}.py"] = header + "\n\n".join(sources).rstrip() + "\n"
+            files[f"{module}.py"] = header + "\n\n\n".join(sources).rstrip() + "\n"
     return files
 
 

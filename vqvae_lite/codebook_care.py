@@ -13,23 +13,27 @@ from vqvae_lite.quantizer import Quantized, VectorQuantizer
 class EMAVectorQuantizer(VectorQuantizer):
     """A quantiser whose codes are moving averages of the encoder outputs assigned to them.
 
-    After each quantisation in training mode (never in eval mode):
-        N_k <- decay N_k + (1 - decay) n_k          (cluster sizes, n_k = count in the batch)
+    After each quantisation in training mode (never in eval mode), as Sonnet's
+    VectorQuantizerEMA does, with hidden averages that start at zero:
+        N_k <- decay N_k + (1 - decay) n_k             (cluster sizes, n_k = count in the batch)
         m_k <- decay m_k + (1 - decay) sum_{i->k} z_i  (cluster sums)
-        e_k <- m_hat_k / N_hat_k, with bias correction (divide both by 1 - decay^t) and
-               Laplace smoothing of N_hat so that no code divides by zero.
-    The averages live in buffers: the optimiser never sees them, and the codebook is not a
-    parameter it can move (its gradient term is dropped from the loss).
+        N^_k = N_k / (1 - decay^t),  m^_k = m_k / (1 - decay^t)   (bias correction, t updates)
+        N~_k = (N^_k + eps) / (n + K eps) n,  n = sum_k N^_k      (Laplace smoothing)
+        e_k = m^_k / N~_k
+    The averages live in buffers: the optimiser never sees them, and the codebook is a buffer
+    too, so no gradient moves it (the loss drops its codebook term).
     """
 
     def __init__(self, num_codes: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
         super().__init__(num_codes, dim)
         self.decay, self.epsilon = decay, epsilon
         codebook = self.codebook.detach().clone()
         del self.codebook
         self.register_buffer("codebook", codebook)  # (K, D), set from the averages
-        self.register_buffer("ema_cluster_size", torch.zeros(num_codes))  # (K,)
-        self.register_buffer("ema_sums", torch.zeros(num_codes, dim))  # (K, D)
+        self.register_buffer("ema_cluster_size", torch.zeros(num_codes))  # (K,) hidden N
+        self.register_buffer("ema_sums", torch.zeros(num_codes, dim))  # (K, D) hidden m
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.int64))  # t
 
     def forward(self, z_e: Tensor) -> Quantized:
@@ -45,21 +49,33 @@ class EMAVectorQuantizer(VectorQuantizer):
         counts = code_counts(indices, self.num_codes).float()  # (K,)
         sums = torch.zeros_like(self.ema_sums).index_add_(0, indices, flat.float())  # (K, D)
         self.ema_steps += 1
-        self.ema_cluster_size.lerp_(counts, 1 - self.decay)
+        self.ema_cluster_size.lerp_(counts, 1 - self.decay)  # decay N + (1 - decay) n
         self.ema_sums.lerp_(sums, 1 - self.decay)
-        correction = 1 - self.decay ** self.ema_steps.item()  # bias correction of both averages
+        correction = 1 - self.decay**self.ema_steps  # bias correction of both averages
         size = self.ema_cluster_size / correction  # (K,)
         total = size.sum()
         size = (size + self.epsilon) / (total + self.num_codes * self.epsilon) * total  # Laplace
         self.codebook.copy_(self.ema_sums / correction / size.unsqueeze(1))
 
+    @torch.no_grad()
+    def reset_codes(self, which: Tensor, vectors: Tensor) -> None:
+        """Place the codes of mask `which` (K,) at `vectors` (n, D), averages included.
+
+        Each reset code gets a fair share of the total cluster size, and the matching sum, so
+        the next update keeps it where it was put instead of pulling it back to its old place.
+        """
+        self.codebook[which] = vectors.to(self.codebook.dtype)
+        share = self.ema_cluster_size.sum() / self.num_codes  # hidden (uncorrected) scale
+        self.ema_cluster_size[which] = share
+        self.ema_sums[which] = self.codebook[which] * share
+
 
 @torch.no_grad()
 def kmeans(z: Tensor, num_codes: int, iterations: int = 10, seed: int = 0) -> Tensor:
     """Lloyd's k-means on z (N, D): returns (num_codes, D) centroids, starting from random rows."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     if len(z) < num_codes:
         raise ValueError(f"k-means needs at least {num_codes} vectors, got {len(z)}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     start = torch.randperm(len(z), generator=generator)[:num_codes].to(z.device)
     centroids = z[start].float().clone()  # (K, D)
     for _ in range(iterations):
@@ -72,10 +88,29 @@ def kmeans(z: Tensor, num_codes: int, iterations: int = 10, seed: int = 0) -> Te
 
 
 @torch.no_grad()
+def kmeans_init(quantizer: VectorQuantizer, z: Tensor, iterations: int = 10, seed: int = 0) -> None:
+    """Set the codebook to the k-means centroids of encoder outputs z (N, D), before training.
+
+    For an EMA quantiser the k-means clusters also become the first observation of its
+    averages; otherwise the first training update would send every code that the first batch
+    does not pick back to zero.
+    """
+    centroids = kmeans(z, quantizer.num_codes, iterations, seed)
+    quantizer.codebook.copy_(centroids)
+    if isinstance(quantizer, EMAVectorQuantizer):  # the clusters are the first observation
+        counts = code_counts(nearest_codes(z, centroids), quantizer.num_codes).float()  # (K,)
+        quantizer.ema_steps.fill_(1)
+        quantizer.ema_cluster_size.copy_(counts * (1 - quantizer.decay))
+        quantizer.ema_sums.copy_(centroids * quantizer.ema_cluster_size.unsqueeze(1))
+        empty = counts == 0  # a cluster k-means left empty keeps its centroid too
+        quantizer.reset_codes(empty, centroids[empty])
+
+
+@torch.no_grad()
 def restart_dead_codes(
     quantizer: VectorQuantizer, dead: Tensor, flat: Tensor, generator: torch.Generator
 ) -> int:
-    """Move every dead code (mask (K,)) onto a random encoder output from `flat` (N, D).
+    """Move every dead code (mask (K,)) onto a distinct random encoder output from `flat` (N, D).
 
     Returns how many codes were restarted. For an EMA quantiser the averages of the restarted
     codes are reset too, so that the next update does not pull them back.
@@ -83,10 +118,13 @@ def restart_dead_codes(
     count = int(dead.sum())
     if count == 0:
         return 0
-    picks = torch.randint(len(flat), (count,), generator=generator).to(flat.device)
-    quantizer.codebook.data[dead] = flat[picks].to(quantizer.codebook.dtype)
+    if count <= len(flat):  # distinct rows, so that no two restarted codes coincide
+        picks = torch.randperm(len(flat), generator=generator)[:count]
+    else:
+        picks = torch.randint(len(flat), (count,), generator=generator)
+    vectors = flat[picks.to(flat.device)].detach()  # (count, D)
     if isinstance(quantizer, EMAVectorQuantizer):
-        size = quantizer.ema_cluster_size[~dead].mean() if (~dead).any() else torch.tensor(1.0)
-        quantizer.ema_cluster_size[dead] = size
-        quantizer.ema_sums[dead] = quantizer.codebook[dead] * size
+        quantizer.reset_codes(dead, vectors)
+    else:
+        quantizer.codebook[dead] = vectors.to(quantizer.codebook.dtype)
     return count

@@ -1,3 +1,4 @@
+# Generated from notebooks/00_data.ipynb by tools/export.py: edit the notebook.
 """CIFAR-10, or any folder of class sub-folders, as uint8 tensors kept on the training device.
 
 Chapter 0 (`notebooks/00_data.ipynb`) explains every function here.
@@ -18,6 +19,10 @@ DATA_ENV = "VQVAE_LITE_DATA"  # where to find the images: a folder, an archive o
 CACHE_ENV = "VQVAE_LITE_CACHE"  # where decoded tensors and downloads are kept
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OFFLINE_COPY = Path("shared") / "data" / "cifar10-jpeg.tar.gz"
+HOW_TO_POINT = (
+    f"Point data=... or ${DATA_ENV} at an image folder (train/<class>/*.jpg and "
+    "test/<class>/*.jpg) or a .tar.gz of one, or pass data='cifar10' to download CIFAR-10."
+)
 
 
 @dataclass
@@ -71,22 +76,34 @@ def _read_folder(root: Path, split: str, classes: list[str]) -> tuple[torch.Tens
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels  # -> (N, 3, H, W)
 
 
+def _cache_key(root: Path) -> str:
+    """A key that changes with `root`: an archive's size and time, or a folder's times.
+
+    Adding or removing an image changes the time of its class folder only, so for a folder the
+    times of its split and class sub-folders are part of the key.
+    """
+    stat = root.stat()
+    text = f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if root.is_dir():
+        text += "".join(f"|{p.stat().st_mtime_ns}" for p in sorted(root.glob("*/*")) if p.is_dir())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def load_image_folder(root: str | Path) -> ImageSplits:
     """Read `root/train/<class>/*` and `root/test/<class>/*`, or a .tar.gz archive holding them.
 
-    Decoding happens once; the tensors are cached in `cache_dir()` under a key made from the
-    path, size and modification time of `root`.
+    Decoding happens once; the tensors are cached in `cache_dir()` under a key that changes when
+    the archive or the folder's images change.
     """
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist")
-    stat = root.stat()
-    key = hashlib.sha256(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    cached = cache_dir() / f"folder-{key[:16]}.pt"
+    key = _cache_key(root)
+    cached = cache_dir() / f"folder-{key}.pt"
     if cached.is_file():
         return ImageSplits(**torch.load(cached, weights_only=True))
     if root.is_file():
-        extracted = cache_dir() / f"extracted-{key[:16]}"
+        extracted = cache_dir() / f"extracted-{key}"
         if not extracted.is_dir():
             partial = extracted.with_name(f"{extracted.name}.{os.getpid()}.partial")
             with tarfile.open(root) as archive:
@@ -134,34 +151,34 @@ def load_cifar10(data: str | Path | None = None) -> ImageSplits:
     """Find CIFAR-10 and return it as uint8 tensors. Never falls back to fake data.
 
     Looks, in order, at: the `data` argument; the environment variable `VQVAE_LITE_DATA`;
-    `shared/data/cifar10-jpeg.tar.gz` beside the working folder or any parent; and finally
-    torchvision's download. `data="cifar10"` asks for the download directly.
+    `shared/data/cifar10-jpeg.tar.gz` in the working folder or any parent; and finally
+    torchvision's download. `data="cifar10"` asks for the download directly. An argument or
+    variable that names a missing path raises FileNotFoundError instead of looking further.
     """
-    looked = []
     for name, value in (("the data argument", data), (f"${DATA_ENV}", os.environ.get(DATA_ENV))):
-        if value is None or value == "":
-            looked.append(f"{name}: not set")
+        if value is None or str(value) == "":
             continue
         if str(value) == "cifar10":
             return download_cifar10()
-        if Path(value).expanduser().exists():
-            return load_image_folder(value)
-        looked.append(f"{name}: {value} does not exist")
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{name} names a folder or archive that does not exist.\n"
+                f"  missing: {path.resolve()}\n{HOW_TO_POINT}"
+            )
+        return load_image_folder(path)
     offline = find_offline_copy()
     if offline is not None:
         return load_image_folder(offline)
-    looked.append(f"{OFFLINE_COPY} in the working folder and its parents: not found")
     try:
         return download_cifar10()
     except Exception as error:  # no network, blocked host, ...
-        looked.append(f"torchvision download: {type(error).__name__}: {error}")
-    raise FileNotFoundError(
-        "No CIFAR-10 images found. Looked at:\n  - "
-        + "\n  - ".join(looked)
-        + f"\nPoint at an image folder (train/<class>/*.jpg, test/<class>/*.jpg) or a .tar.gz of "
-        f"one with data=... or the environment variable {DATA_ENV}, or pass data='cifar10' "
-        "on a machine with internet."
-    )
+        raise FileNotFoundError(
+            "No CIFAR-10 images found. Looked at:\n"
+            f"  - the data argument and ${DATA_ENV}: not set\n"
+            f"  - {OFFLINE_COPY} in the working folder and its parents: not found\n"
+            f"  - torchvision download: {type(error).__name__}: {error}\n{HOW_TO_POINT}"
+        ) from error
 
 
 def to_training_scale(images: torch.Tensor) -> torch.Tensor:
@@ -176,23 +193,27 @@ def from_training_scale(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def training_variance(images: torch.Tensor, chunk: int = 4096) -> float:
-    """Variance of all pixels, measured on the training scale [-1, 1] (float64 accumulation)."""
-    total, total_sq, count = 0.0, 0.0, 0
-    for start in range(0, len(images), chunk):
-        x = to_training_scale(images[start : start + chunk]).double()
-        total += x.sum().item()
-        total_sq += x.square().sum().item()
-        count += x.numel()
-    mean = total / count
-    return total_sq / count - mean * mean
+def training_variance(images: torch.Tensor) -> float:
+    """Variance of all pixels of uint8 images, measured on the training scale [-1, 1].
+
+    Exact: computed from the counts of the 256 byte values, each mapped with `to_training_scale`.
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, 3, H, W), got {images.dtype}")
+    counts = torch.bincount(images.flatten(), minlength=256).double()  # (256,)
+    byte_values = torch.arange(256, dtype=torch.uint8, device=images.device)
+    values = to_training_scale(byte_values).double()  # (256,) in [-1, 1]
+    share = counts / counts.sum()
+    mean = (share * values).sum()
+    return (share * (values - mean).square()).sum().item()
 
 
 class ResidentBatches:
     """Endless shuffled batches sliced from a uint8 tensor that stays on `device`.
 
-    Every pass over the data is one epoch in a fresh random order (no images skipped or
-    repeated within an epoch); batches are index slices, not a Python loop over files.
+    Each epoch is one fresh random permutation of the images: no image appears twice within an
+    epoch, and the len(images) % batch_size left over at its end (a different random few each
+    epoch) wait for the next one. Batches are index slices, not a Python loop over files.
     """
 
     def __init__(
@@ -202,8 +223,8 @@ class ResidentBatches:
         device: str | torch.device = "cpu",
         seed: int = 0,
     ):
-        if batch_size > len(images):
-            raise ValueError(f"batch_size {batch_size} is larger than the {len(images)} images")
+        if not 0 < batch_size <= len(images):
+            raise ValueError(f"batch_size must be between 1 and {len(images)}, got {batch_size}")
         self.images = images.to(device)  # (N, 3, H, W) uint8, resident
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)

@@ -1,3 +1,4 @@
+# Generated from notebooks/05_decoder.ipynb by tools/export.py: edit the notebook.
 """The decoder: the encoder mirrored with transposed convolutions.
 
 Chapter 5 (`notebooks/05_decoder.ipynb`) walks through the shapes back to an image.

@@ -1,3 +1,4 @@
+# Generated from notebooks/01_encoder.ipynb by tools/export.py: edit the notebook.
 """The encoder: two strided convolutions, one 3x3 convolution and a residual stack.
 
 Chapter 1 (`notebooks/01_encoder.ipynb`) walks through every layer and its shapes.

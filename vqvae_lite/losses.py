@@ -1,3 +1,4 @@
+# Generated from notebooks/04_loss.ipynb by tools/export.py: edit the notebook.
 """The VQ-VAE loss: reconstruction / data variance + codebook term + beta * commitment term.
 
 Chapter 4 (`notebooks/04_loss.ipynb`) checks which parameters each term moves.

@@ -1,3 +1,4 @@
+# Generated from notebooks/05_decoder.ipynb by tools/export.py: edit the notebook.
 """The whole VQ-VAE: encoder -> 1x1 pre-quantisation conv -> quantiser -> decoder.
 
 Chapter 5 (`notebooks/05_decoder.ipynb`) assembles it and runs one forward and backward pass.

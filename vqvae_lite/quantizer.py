@@ -1,3 +1,4 @@
+# Generated from notebooks/03_straight_through.ipynb by tools/export.py: edit the notebook.
 """The vector quantiser: flatten, look up the nearest code, reshape, and pass gradients straight
 through the argmin.
 

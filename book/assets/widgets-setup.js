@@ -1,0 +1,32 @@
+// Runs before the ipywidgets embed manager on pages that show saved widgets (see _config.yml).
+(function () {
+  // The manager's modules (and the icon fonts each loads from beside itself) live in
+  // _static/html-manager/; without this, RequireJS places them under the page's own folder.
+  const managerFolder = new URL("html-manager", document.currentScript.src).href;
+  window.requirejs.config({ paths: { "@jupyter-widgets/html-manager/dist": managerFolder } });
+
+  // The manager typesets widget labels with MathJax 2's `MathJax.Hub.Queue`; the book loads
+  // MathJax 3, so once MathJax 3 is ready, give it a Hub that forwards to `typesetPromise`.
+  const config = window.MathJax;
+  if (config === undefined) return; // no math on this page: the manager skips typesetting
+  const addHub = () => {
+    MathJax.Hub = {
+      Queue: ([, , element]) => {
+        MathJax.startup.promise = MathJax.startup.promise.then(() =>
+          MathJax.typesetPromise([element]),
+        );
+      },
+    };
+  };
+  if (config.version !== undefined) {
+    addHub(); // MathJax 3 already started
+    return;
+  }
+  config.startup = config.startup || {};
+  const ready = config.startup.ready;
+  config.startup.ready = () => {
+    if (ready) ready();
+    else MathJax.startup.defaultReady();
+    addHub();
+  };
+})();
