@@ -6,19 +6,23 @@ checks what a reader sees:
 - the math is typeset: every Sphinx math element holds MathJax output (`mjx-container`), MathJax
   reports no TeX error, and no raw `\\(`, `\\[` or `$$` is left in the text;
 - every image has loaded (`naturalWidth > 0`), lazy ones included;
-- every saved widget is drawn from its saved state, with its description labels;
+- every widget view the notebook saved is on the page and drawn from the saved state, with its
+  description labels;
 - the console shows no JavaScript error and no resource fails to load;
-- no request goes anywhere but the local server: the book is self-contained.
+- no request goes anywhere but the local server: the book is self-contained;
+- every chapter has Colab and Binder buttons for the repository that `_config.yml` names.
 
 Debian's Chromium (`apt-get install -y chromium`) is driven through the DevTools protocol by
 Playwright, which uses the browser already installed and downloads nothing. A screenshot of each
 page is saved under `_build/screenshots/`.
 """
 
+import contextlib
 import functools
 import http.server
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -26,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +129,7 @@ LOAD_IMAGES = """async () => {
 
 # Wait for MathJax's first typesetting pass, then count what it made of the page's math.
 TYPESET_MATH = """async () => {
-    const math = [...document.querySelectorAll(".math")];
+    const math = [...document.querySelectorAll("span.math, div.math")];
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
         await MathJax.startup.promise;
     }
@@ -147,7 +152,8 @@ TYPESET_MATH = """async () => {
     };
 }"""
 
-# For each saved widget view: is there a drawn widget just before its <script> tag, and its text?
+# For each saved widget view: is there a drawn widget just before its <script> tag? Its text, and
+# how many errors and typeset formulas it shows.
 WIDGET_VIEWS = f"""() => [...document.querySelectorAll('script[type="{WIDGET_VIEW}"]')].map(
     (tag) => {{
         const area = tag.previousElementSibling;
@@ -158,6 +164,7 @@ WIDGET_VIEWS = f"""() => [...document.querySelectorAll('script[type="{WIDGET_VIE
             drawn: Boolean(drawn),
             text: drawn ? area.innerText : "",
             errors: drawn ? area.querySelectorAll(".jupyter-widgets-error-widget").length : 0,
+            math: drawn ? area.querySelectorAll("mjx-container").length : 0,
         }};
     }})"""
 
@@ -177,16 +184,38 @@ def widget_descriptions(state: dict, model_id: str) -> list[str]:
     return found
 
 
+def saved_widget_views(page_name: str) -> int:
+    """How many widget views the page's notebook saved in its outputs (0 for a Markdown page)."""
+    notebook = ROOT / f"{page_name}.ipynb"
+    if not notebook.is_file():
+        return 0
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    outputs = [output for cell in cells for output in cell.get("outputs", [])]
+    return sum(WIDGET_VIEW in output.get("data", {}) for output in outputs)
+
+
+def page_widget_state(source: str) -> dict:
+    """The saved widget models of a built page, by model id."""
+    match = re.search(f'<script type="{re.escape(WIDGET_STATE)}">(.*?)</script>', source, re.S)
+    assert match, "the page shows widgets but holds no saved widget state"
+    return json.loads(match.group(1))["state"]
+
+
 @pytest.mark.parametrize("page_name", PAGES)
 def test_page_renders_offline(site, browser, page_name):
     html_file = HTML / f"{page_name}.html"
     assert html_file.is_file(), f"{page_name} is in _toc.yml but not in the build: run `make book`"
     source = html_file.read_text(encoding="utf-8")
+    view_count = source.count(f'<script type="{WIDGET_VIEW}">')
+    assert view_count == saved_widget_views(page_name), (
+        f"{page_name}: the notebook saved {saved_widget_views(page_name)} widget views, "
+        f"the page has {view_count}: rebuild with `make book`"
+    )
 
     page = browser.new_page()
-    problems, foreign = [], []
+    errors, foreign = [], []
 
-    def route(route):
+    def local_only(route):
         url = urlsplit(route.request.url)
         if url.scheme in ("data", "blob") or url.hostname in LOCAL_HOSTS:
             route.continue_()
@@ -194,31 +223,35 @@ def test_page_renders_offline(site, browser, page_name):
             foreign.append(route.request.url)
             route.abort()
 
-    page.route("**/*", route)
-    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
-    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} ({r.failure})"))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
+    def on_console(message):
+        if message.type == "error":
+            errors.append(f"console: {message.text}")
+
+    def on_response(response):
+        if response.status >= 400:
+            errors.append(f"HTTP {response.status}: {response.url}")
+
+    page.route("**/*", local_only)
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.on("requestfailed", lambda request: errors.append(f"failed: {request.url}"))
+    page.on("response", on_response)
 
     page.goto(f"{site}/{page_name}.html", wait_until="load")
-    images = page.evaluate(LOAD_IMAGES)
-    math = page.evaluate(TYPESET_MATH)
-    views = []
-    if WIDGET_VIEW in source:
+    if view_count:
         # The embed manager draws the saved widgets after the page has loaded.
-        try:
-            page.wait_for_function(WIDGET_VIEWS + ".every((view) => view.drawn)", timeout=15_000)
-        except Exception:
-            pass  # reported below, view by view
-        views = page.evaluate(WIDGET_VIEWS)
+        with contextlib.suppress(PlaywrightTimeoutError):  # reported below, view by view
+            page.wait_for_function(
+                f"({WIDGET_VIEWS})().every((view) => view.drawn)", timeout=15_000
+            )
+    images = page.evaluate(LOAD_IMAGES)
+    math = page.evaluate(TYPESET_MATH)  # after the widgets: their labels may hold math too
+    views = page.evaluate(WIDGET_VIEWS)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=SCREENSHOTS / f"{page_name.replace('/', '__')}.png", full_page=True)
     page.close()
 
-    assert not foreign, f"{page_name} requests other hosts (the book must be self-contained):\n" + (
-        "\n".join(foreign)
-    )
-    assert not problems, f"{page_name} has errors:\n" + "\n".join(problems)
+    assert not foreign, f"{page_name} asks other hosts for: {foreign} (the book must be offline)"
     broken = [image["src"] for image in images if image["width"] == 0]
     assert not broken, f"{page_name}: images that did not load: {broken}"
     if math["elements"]:
@@ -227,18 +260,34 @@ def test_page_renders_offline(site, browser, page_name):
         assert math["containers"] >= math["elements"], f"{page_name}: math not typeset: {math}"
     assert not math["errors"], f"{page_name}: MathJax errors {math['errors']}"
     assert not math["raw"], f"{page_name}: raw TeX delimiters left in the text: {math['raw']}"
-    if WIDGET_VIEW in source:
-        assert WIDGET_STATE in source, f"{page_name} shows widgets but its notebook saved no state"
-        state_json = page_widget_state(source)
+    if view_count:
+        state = page_widget_state(source)
         for view in views:
             assert view["drawn"], f"{page_name}: widget {view['model']} was not drawn"
             assert view["errors"] == 0, f"{page_name}: widget {view['model']} drew an error"
-            for label in widget_descriptions(state_json, view["model"]):
-                assert label in view["text"], f"{page_name}: widget label {label!r} not drawn"
+            for label in widget_descriptions(state, view["model"]):
+                if re.search(r"\$[^$]+\$", label):  # a label with math, typeset by MathJax
+                    assert view["math"], f"{page_name}: widget label {label!r} not typeset"
+                else:
+                    assert label in view["text"], f"{page_name}: widget label {label!r} not drawn"
+    assert not errors, f"{page_name} has errors:\n" + "\n".join(errors)
 
 
-def page_widget_state(source: str) -> dict:
-    """The saved widget models of a built page, by model id."""
-    start = source.index(f'<script type="{WIDGET_STATE}">') + len(f'<script type="{WIDGET_STATE}">')
-    end = source.index("</script>", start)
-    return json.loads(source[start:end])["state"]
+@pytest.mark.parametrize("page_name", [page for page in PAGES if page.startswith("notebooks/")])
+def test_chapter_has_colab_and_binder_buttons(page_name):
+    """The launch buttons open this chapter from the repository that _config.yml names."""
+    html_file = HTML / f"{page_name}.html"
+    if not html_file.is_file():
+        pytest.skip("the book is not built: run `make book` (`make test` builds it first)")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repository = urlsplit(config["repository"]["url"]).path.strip("/")  # owner/name
+    branch = config["repository"]["branch"]
+    source = html_file.read_text(encoding="utf-8")
+    colab = f"/github/{repository}/blob/{branch}/{page_name}.ipynb"
+    interface = config["launch_buttons"].get("notebook_interface", "classic")
+    tree = "lab/tree" if interface == "jupyterlab" else "tree"
+    binder = f"/v2/gh/{repository}/{branch}?urlpath={tree}/{page_name}.ipynb"
+    assert f'href="{config["launch_buttons"]["colab_url"]}{colab}"' in source, "no Colab button"
+    assert f'href="{config["launch_buttons"]["binderhub_url"]}{binder}"' in source, (
+        "no Binder button"
+    )

@@ -14,8 +14,8 @@ import torch
 from vqvae_lite.codebook import nearest_codes
 from vqvae_lite.codebook_care import (
     EMAVectorQuantizer,
+    init_codebook,
     kmeans,
-    kmeans_init,
     restart_dead_codes,
 )
 from vqvae_lite.losses import vqvae_loss
@@ -167,11 +167,11 @@ def test_kmeans_init_lowers_the_quantisation_error_of_a_fixed_batch():
 
 
 @pytest.mark.parametrize("kind", ["gradient", "ema"])
-def test_kmeans_init_sets_the_codebook_and_survives_the_first_ema_update(kind):
+def test_init_codebook_sets_the_codebook_and_survives_the_first_ema_update(kind):
     torch.manual_seed(0)
     quantizer = VectorQuantizer(16, 4) if kind == "gradient" else EMAVectorQuantizer(16, 4)
     z = torch.randn(512, 4)
-    kmeans_init(quantizer, z, iterations=5)
+    init_codebook(quantizer, z, iterations=5)
     fitted = quantizer.codebook.detach().clone()
     assert torch.equal(fitted, kmeans(z, 16, iterations=5))
     if kind == "ema":
@@ -189,7 +189,7 @@ VARIANTS = {
         model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, model.config.embedding_dim),
         torch.Generator().manual_seed(0),
     ),
-    "ema + k-means": lambda model, x: kmeans_init(
+    "ema + k-means": lambda model, x: init_codebook(
         model.quantizer,
         model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, model.config.embedding_dim),
     ),

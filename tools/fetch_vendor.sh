@@ -9,9 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! command -v npm >/dev/null; then
+    echo "tools/fetch_vendor.sh needs npm: install Node.js (Debian: apt-get install -y npm)" >&2
+    exit 1
+fi
 npm ci --prefix tools/vendor --ignore-scripts --no-audit --no-fund --loglevel=error
 modules=tools/vendor/node_modules
 staging=$(mktemp -d)
+chmod 755 "$staging"
 trap 'rm -rf "$staging"' EXIT
 
 # MathJax: the TeX+MathML -> CommonHTML bundle, its woff2 fonts, and the components it loads on demand

@@ -12,6 +12,7 @@ from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
 from vqvae_lite.losses import LossTerms, vqvae_loss
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import VectorQuantizer, straight_through
+from vqvae_lite.viz import show_images, show_reconstructions
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     "nearest_codes",
     "perplexity",
     "restart_dead_codes",
+    "show_images",
+    "show_reconstructions",
     "squared_distances",
     "straight_through",
     "training_variance",

@@ -1,3 +1,4 @@
+# Generated from notebooks/02_codebook_lookup.ipynb by tools/export.py: edit the notebook.
 """Nearest-code lookup: squared distances, argmin, gather, and the usage statistics.
 
 Chapter 2 (`notebooks/02_codebook_lookup.ipynb`) derives the distance formula and checks it.

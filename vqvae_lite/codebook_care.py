@@ -88,7 +88,9 @@ def kmeans(z: Tensor, num_codes: int, iterations: int = 10, seed: int = 0) -> Te
 
 
 @torch.no_grad()
-def kmeans_init(quantizer: VectorQuantizer, z: Tensor, iterations: int = 10, seed: int = 0) -> None:
+def init_codebook(
+    quantizer: VectorQuantizer, z: Tensor, iterations: int = 10, seed: int = 0
+) -> None:
     """Set the codebook to the k-means centroids of encoder outputs z (N, D), before training.
 
     For an EMA quantiser the k-means clusters also become the first observation of its
@@ -128,3 +130,19 @@ def restart_dead_codes(
     else:
         quantizer.codebook[dead] = vectors.to(quantizer.codebook.dtype)
     return count
+
+
+# The variants chapter 7 compares: fields of ModelConfig, then fields of TrainConfig.
+VARIANTS = {
+    "plain VQ": ({"codebook_update": "gradient"}, {"restart_dead_after": 0, "kmeans_init": False}),
+    "EMA": ({"codebook_update": "ema"}, {"restart_dead_after": 0, "kmeans_init": False}),
+    "EMA + restart": ({"codebook_update": "ema"}, {"restart_dead_after": 50, "kmeans_init": False}),
+    "k-means + restart": (
+        {"codebook_update": "gradient"},
+        {"restart_dead_after": 50, "kmeans_init": True},
+    ),
+    "EMA + k-means + restart": (
+        {"codebook_update": "ema"},
+        {"restart_dead_after": 50, "kmeans_init": True},
+    ),
+}

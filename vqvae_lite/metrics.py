@@ -1,19 +1,21 @@
-"""Test-set metrics: normalised MSE, PSNR on [0, 1] pixels, perplexity and codes used.
+"""Metrics: test-split NMSE, PSNR, perplexity and codes used; running training logs.
 
-Chapter 6 (`notebooks/06_training.ipynb`) evaluates the trained model with them.
+Chapter 6 (`notebooks/06_training.ipynb`) checks each metric by hand and evaluates with them.
 """
 
 import math
+import time
 
 import torch
 from torch import nn
 
 from vqvae_lite.codebook import code_counts, codes_used, perplexity
 from vqvae_lite.data import from_training_scale, to_training_scale
+from vqvae_lite.losses import LossTerms
 
 
 def psnr(mse: float, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB: 10 log10(peak^2 / MSE), for pixels in [0, peak]."""
+    """Peak signal-to-noise ratio in dB, 10 log10(peak^2 / MSE), for pixels in [0, peak]."""
     return 10.0 * math.log10(peak**2 / mse)
 
 
@@ -21,33 +23,83 @@ def psnr(mse: float, peak: float = 1.0) -> float:
 def evaluate(
     model: nn.Module, images: torch.Tensor, data_variance: float, batch_size: int = 500
 ) -> dict:
-    """Reconstruct every image of a split (N, 3, H, W) uint8 and measure, over the whole split:
+    """Reconstruct every image of a split, (N, 3, H, W) uint8, and measure over the whole split:
 
     - `nmse`: MSE on the training scale [-1, 1] divided by the training-set variance;
     - `psnr`: PSNR in dB of the reconstructions clamped to [0, 1], as they are displayed;
-    - `perplexity` and `codes_used` of all the code indices, and `code_counts` (K,).
+    - `perplexity` and `codes_used` of all N*h*w code indices, and `code_counts` (K,).
     """
     was_training = model.training
-    model.eval()  # an EMA codebook must not learn from the test set
+    model.eval()  # an EMA codebook must not learn from the test split
     device = next(model.parameters()).device
     squared_error, squared_error_01, indices = 0.0, 0.0, []
     for batch in images.split(batch_size):
         x = to_training_scale(batch.to(device)).contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        x_hat = out.x_hat.float()
+        output = model(x)
+        x_hat = output.x_hat.float()
         squared_error += (x_hat - x).square().sum().item()
-        squared_error_01 += (
-            (from_training_scale(x_hat) - from_training_scale(x)).square().sum().item()
-        )
-        indices.append(out.indices.flatten().cpu())  # (B, h, w) -> (B*h*w,)
+        error_01 = from_training_scale(x_hat) - from_training_scale(x)  # clamped to [0, 1]
+        squared_error_01 += error_01.square().sum().item()
+        indices.append(output.indices.flatten().cpu())  # (B, h, w) -> (B*h*w,)
     model.train(was_training)
     indices = torch.cat(indices)
     num_codes = model.config.num_codes
-    pixels = images.numel()
     return {
-        "nmse": squared_error / pixels / data_variance,
-        "psnr": psnr(squared_error_01 / pixels),
+        "nmse": squared_error / images.numel() / data_variance,
+        "psnr": psnr(squared_error_01 / images.numel()),
         "perplexity": perplexity(indices, num_codes),
         "codes_used": codes_used(indices, num_codes),
         "code_counts": code_counts(indices, num_codes),
     }
+
+
+class LogWindow:
+    """Running sums over the steps since the last history row, kept on the training device."""
+
+    def __init__(self, num_codes: int, device: torch.device):
+        self.totals = torch.zeros(3, device=device)  # loss, nmse, commitment
+        self.counts = torch.zeros(num_codes, dtype=torch.int64, device=device)
+        self.steps, self.restarted, self.started = 0, 0, time.perf_counter()
+
+    def add(self, terms: LossTerms, indices: torch.Tensor, restarted: int) -> None:
+        parts = torch.stack([terms.total, terms.reconstruction, terms.commitment]).detach()
+        self.totals += parts.float()
+        self.counts += code_counts(indices, len(self.counts))
+        self.steps, self.restarted = self.steps + 1, self.restarted + restarted
+
+    def row(self, step: int, epoch: int, lr: float, elapsed_s: float, batch_size: int) -> dict:
+        """One history row: means over the window, and the usage of all its code indices."""
+        loss, nmse, commitment = (self.totals / self.steps).tolist()
+        probs = self.counts.double() / self.counts.sum()  # (K,) share of each code
+        entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
+        seconds = time.perf_counter() - self.started
+        return dict(
+            step=step,
+            epoch=epoch,
+            learning_rate=lr,
+            loss=loss,
+            nmse=nmse,
+            commitment=commitment,
+            perplexity=entropy.exp().item(),
+            codes_used=int((self.counts > 0).sum()),
+            restarted=self.restarted,
+            elapsed_s=elapsed_s,
+            images_per_s=self.steps * batch_size / seconds,
+        )
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line for the test metrics of `evaluate`."""
+    return (
+        f"NMSE {metrics['nmse']:.4f} | PSNR {metrics['psnr']:.2f} dB | "
+        f"perplexity {metrics['perplexity']:.1f} | codes used {metrics['codes_used']}"
+    )
+
+
+def format_row(row: dict) -> str:
+    """One line for a history row of `LogWindow.row`."""
+    return (
+        f"step {row['step']:>6} | loss {row['loss']:.4f} | NMSE {row['nmse']:.4f} | "
+        f"perplexity {row['perplexity']:6.1f} | codes used {row['codes_used']:>4} | "
+        f"lr {row['learning_rate']:.2e} | {row['images_per_s']:.0f} img/s"
+    )

@@ -7,14 +7,20 @@
 
   // The manager typesets widget labels with MathJax 2's `MathJax.Hub.Queue`; the book loads
   // MathJax 3, so once MathJax 3 is ready, give it a Hub that forwards to `typesetPromise`.
+  // A label such as "$\beta$" is written with dollars, as in Jupyter; the book's MathJax reads
+  // \( \) only (the dollars of the prose are converted when the book is built), so convert here.
   const config = window.MathJax;
   if (config === undefined) return; // no math on this page: the manager skips typesetting
+  const typesetLabel = (element) => {
+    if (element.childElementCount === 0) {
+      element.textContent = element.textContent.replace(/\$([^$]+)\$/g, "\\($1\\)");
+    }
+    return MathJax.typesetPromise([element]);
+  };
   const addHub = () => {
     MathJax.Hub = {
       Queue: ([, , element]) => {
-        MathJax.startup.promise = MathJax.startup.promise.then(() =>
-          MathJax.typesetPromise([element]),
-        );
+        MathJax.startup.promise = MathJax.startup.promise.then(() => typesetLabel(element));
       },
     };
   };
