@@ -49,7 +49,8 @@ def main() -> None:
         assert torch.allclose(seed_lookup(z, codebook), ours(z, codebook))
         seed = seconds_per_call(seed_lookup, z, codebook, args.repeats)
         lite = seconds_per_call(ours, z, codebook, args.repeats)
-        print(f"{f'{n} x {k}':>16} {seed * 1e3:>11.2f} ms {lite * 1e3:>9.2f} ms {seed / lite:>8.2f}x")
+        size = f"{n} x {k}"
+        print(f"{size:>16} {seed * 1e3:>11.2f} ms {lite * 1e3:>9.2f} ms {seed / lite:>8.2f}x")
 
 
 if __name__ == "__main__":
