@@ -1,6 +1,6 @@
 """Chapter 7's comparison: the codebook variants trained for the same number of steps on CIFAR-10.
 
-    python benchmarks/codebook_variants.py [--steps 600] [--batch-size 128] [--data PATH]
+    python benchmarks/codebook_variants.py [--steps 300] [--batch-size 128] [--data PATH]
 
 Trains each variant of `vqvae_lite.codebook_care.VARIANTS` (plain VQ, EMA, EMA + dead-code
 restarts, k-means init + restarts) one after the other with `vqvae_lite.train.train`, from the
@@ -26,7 +26,7 @@ STEPS_ENV = "VQVAE_LITE_STEPS"  # the chapter reads the same variable
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=int(os.environ.get(STEPS_ENV, 600)))
+    parser.add_argument("--steps", type=int, default=int(os.environ.get(STEPS_ENV, 300)))
     parser.add_argument("--batch-size", type=int, default=PRESETS["cpu"].batch_size)
     parser.add_argument("--data", help="image folder or .tar.gz (default: as load_cifar10)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")

@@ -180,31 +180,40 @@ def test_init_codebook_sets_the_codebook_and_survives_the_first_ema_update(kind)
         torch.testing.assert_close(quantizer.codebook[unused], fitted[unused])
 
 
+def flat_latents(model: VQVAE, x: torch.Tensor) -> torch.Tensor:
+    """Encoder outputs of images x as rows: (B, D, h, w) -> (B*h*w, D)."""
+    return model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, model.config.embedding_dim)
+
+
+def restart_every_third(model: VQVAE, x: torch.Tensor) -> None:
+    dead = torch.arange(model.config.num_codes) % 3 == 0
+    restart_dead_codes(model.quantizer, dead, flat_latents(model, x), torch.Generator())
+
+
+def kmeans_then_restart(model: VQVAE, x: torch.Tensor) -> None:
+    init_codebook(model.quantizer, flat_latents(model, x))
+    restart_every_third(model, x)
+
+
+# The variants of chapter 7: codebook update, and what happens to the codebook before a step.
 VARIANTS = {
-    "gradient": lambda model, x: None,
-    "ema": lambda model, x: None,
-    "ema + restart": lambda model, x: restart_dead_codes(
-        model.quantizer,
-        torch.arange(model.config.num_codes) % 3 == 0,
-        model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, model.config.embedding_dim),
-        torch.Generator().manual_seed(0),
-    ),
-    "ema + k-means": lambda model, x: init_codebook(
-        model.quantizer,
-        model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, model.config.embedding_dim),
-    ),
+    "plain VQ": ("gradient", lambda model, x: None),
+    "EMA": ("ema", lambda model, x: None),
+    "EMA + restart": ("ema", restart_every_third),
+    "k-means + restart": ("gradient", kmeans_then_restart),
+    "EMA + k-means + restart": ("ema", kmeans_then_restart),
 }
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_state_dicts_round_trip_for_every_variant(variant):
     torch.manual_seed(0)
-    update = "gradient" if variant == "gradient" else "ema"
+    update, prepare = VARIANTS[variant]
     config = ModelConfig(codebook_update=update, **SMALL)
     model = VQVAE(config)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        VARIANTS[variant](model, x)
+        prepare(model, x)
         model(x)  # a training-mode forward: moves the EMA state
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)

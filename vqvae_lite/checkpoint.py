@@ -1,3 +1,4 @@
+# Generated from notebooks/06_training.ipynb by tools/export.py: edit the notebook.
 """Checkpoints: the state of a run, written atomically, read back safely, checked on resume.
 
 Chapter 6 (`notebooks/06_training.ipynb`) saves one, loads it back and resumes training from it.
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from vqvae_lite.data import ResidentBatches
+from vqvae_lite.metrics import LogWindow
 from vqvae_lite.model import VQVAE, ModelConfig
 
 FORMAT = "vqvae-lite checkpoint 1"
@@ -34,6 +36,7 @@ class Run:
     data_variance: float
     restarts: torch.Generator  # draws the encoder outputs that restarted codes move to
     unused_for: Tensor  # (K,) steps since each code was last picked
+    window: LogWindow  # sums since the last history row
     step: int = 0
     elapsed_s: float = 0.0  # training time, summed over resumed sessions
     history: list[dict] = field(default_factory=list)
@@ -50,6 +53,7 @@ class Run:
             data_variance=self.data_variance,
             restarts=self.restarts.get_state(),
             unused_for=self.unused_for.cpu(),
+            window=self.window.state_dict(),
             torch_rng=torch.get_rng_state(),
             step=self.step,
             elapsed_s=self.elapsed_s,
@@ -67,6 +71,7 @@ class Run:
         self.batches.load_state_dict(state["batches"])
         self.restarts.set_state(state["restarts"])
         self.unused_for.copy_(state["unused_for"])
+        self.window.load_state_dict(state["window"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
         self.history, self.test = state["history"], state["test"]
@@ -137,11 +142,12 @@ def check_resumable(state: dict, model_config: dict, train_config: dict, same_ru
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VQVAE, float]:
-    """The trained model of a checkpoint, in eval mode on `device`, and its data variance."""
+    """The trained model of a checkpoint (eval mode, channels-last as in training) and its data
+    variance."""
     state = load_checkpoint(path)
     model = VQVAE(ModelConfig(**state["model_config"]))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not fit its own model config: {error}") from error
-    return model.to(device).eval(), state["data_variance"]
+    return model.to(device, memory_format=torch.channels_last).eval(), state["data_variance"]

@@ -1,3 +1,4 @@
+# Generated from notebooks/07_codebook_collapse.ipynb by tools/export.py: edit the notebook.
 """Keeping the codebook alive: EMA codebook updates, dead-code restarts and k-means initialisation.
 
 Chapter 7 (`notebooks/07_codebook_collapse.ipynb`) measures codebook collapse and each fix.
@@ -71,6 +72,30 @@ class EMAVectorQuantizer(VectorQuantizer):
 
 
 @torch.no_grad()
+def restart_dead_codes(
+    quantizer: VectorQuantizer, dead: Tensor, flat: Tensor, generator: torch.Generator
+) -> int:
+    """Move every dead code (mask (K,)) onto a distinct random encoder output from `flat` (N, D).
+
+    Returns how many codes were restarted. For an EMA quantiser the averages of the restarted
+    codes are reset too, so that the next update does not pull them back.
+    """
+    count = int(dead.sum())
+    if count == 0:
+        return 0
+    if count <= len(flat):  # distinct rows, so that no two restarted codes coincide
+        picks = torch.randperm(len(flat), generator=generator)[:count]
+    else:
+        picks = torch.randint(len(flat), (count,), generator=generator)
+    vectors = flat[picks.to(flat.device)].detach()  # (count, D)
+    if isinstance(quantizer, EMAVectorQuantizer):
+        quantizer.reset_codes(dead, vectors)
+    else:
+        quantizer.codebook[dead] = vectors.to(quantizer.codebook.dtype)
+    return count
+
+
+@torch.no_grad()
 def kmeans(z: Tensor, num_codes: int, iterations: int = 10, seed: int = 0) -> Tensor:
     """Lloyd's k-means on z (N, D): returns (num_codes, D) centroids, starting from random rows."""
     if len(z) < num_codes:
@@ -106,30 +131,6 @@ def init_codebook(
         quantizer.ema_sums.copy_(centroids * quantizer.ema_cluster_size.unsqueeze(1))
         empty = counts == 0  # a cluster k-means left empty keeps its centroid too
         quantizer.reset_codes(empty, centroids[empty])
-
-
-@torch.no_grad()
-def restart_dead_codes(
-    quantizer: VectorQuantizer, dead: Tensor, flat: Tensor, generator: torch.Generator
-) -> int:
-    """Move every dead code (mask (K,)) onto a distinct random encoder output from `flat` (N, D).
-
-    Returns how many codes were restarted. For an EMA quantiser the averages of the restarted
-    codes are reset too, so that the next update does not pull them back.
-    """
-    count = int(dead.sum())
-    if count == 0:
-        return 0
-    if count <= len(flat):  # distinct rows, so that no two restarted codes coincide
-        picks = torch.randperm(len(flat), generator=generator)[:count]
-    else:
-        picks = torch.randint(len(flat), (count,), generator=generator)
-    vectors = flat[picks.to(flat.device)].detach()  # (count, D)
-    if isinstance(quantizer, EMAVectorQuantizer):
-        quantizer.reset_codes(dead, vectors)
-    else:
-        quantizer.codebook[dead] = vectors.to(quantizer.codebook.dtype)
-    return count
 
 
 # The variants chapter 7 compares: fields of ModelConfig, then fields of TrainConfig.

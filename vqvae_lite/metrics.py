@@ -1,3 +1,4 @@
+# Generated from notebooks/06_training.ipynb by tools/export.py: edit the notebook.
 """Metrics: test-split NMSE, PSNR, perplexity and codes used; running training logs.
 
 Chapter 6 (`notebooks/06_training.ipynb`) checks each metric by hand and evaluates with them.
@@ -59,13 +60,15 @@ class LogWindow:
     def __init__(self, num_codes: int, device: torch.device):
         self.totals = torch.zeros(3, device=device)  # loss, nmse, commitment
         self.counts = torch.zeros(num_codes, dtype=torch.int64, device=device)
-        self.steps, self.restarted, self.started = 0, 0, time.perf_counter()
+        self.steps, self.restarted = 0, 0
+        self.timed_steps, self.started = 0, time.perf_counter()  # for images per second
 
     def add(self, terms: LossTerms, indices: torch.Tensor, restarted: int) -> None:
         parts = torch.stack([terms.total, terms.reconstruction, terms.commitment]).detach()
         self.totals += parts.float()
         self.counts += code_counts(indices, len(self.counts))
         self.steps, self.restarted = self.steps + 1, self.restarted + restarted
+        self.timed_steps += 1
 
     def row(self, step: int, epoch: int, lr: float, elapsed_s: float, batch_size: int) -> dict:
         """One history row: means over the window, and the usage of all its code indices."""
@@ -84,8 +87,22 @@ class LogWindow:
             codes_used=int((self.counts > 0).sum()),
             restarted=self.restarted,
             elapsed_s=elapsed_s,
-            images_per_s=self.steps * batch_size / seconds,
+            images_per_s=self.timed_steps * batch_size / seconds,
         )
+
+    def state_dict(self) -> dict:
+        """The sums so far, so that a resumed run logs the same rows."""
+        return dict(
+            totals=self.totals.cpu(),
+            counts=self.counts.cpu(),
+            steps=self.steps,
+            restarted=self.restarted,
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals.copy_(state["totals"])
+        self.counts.copy_(state["counts"])
+        self.steps, self.restarted = state["steps"], state["restarted"]
 
 
 def format_metrics(metrics: dict) -> str:

@@ -1,3 +1,4 @@
+# Generated from notebooks/06_training.ipynb by tools/export.py: edit the notebook.
 """Training: resident data, live progress, logs, test metrics, checkpoints and exact resume.
 
 Chapter 6 (`notebooks/06_training.ipynb`) trains the VQ-VAE on CIFAR-10 with it. From a
@@ -115,6 +116,12 @@ def hardware(device: torch.device) -> str:
     return f"CPU ({name}), {torch.get_num_threads()} threads"
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on GPUs with native bf16; a no-op elsewhere. Distances stay float32."""
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native)
+
+
 def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
     """Linear warmup, then cosine decay to zero by the last step or the end of the time budget."""
     if step < config.warmup_steps:
@@ -123,12 +130,6 @@ def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> flo
     if config.time_budget_s:
         progress = max(progress, elapsed_s / config.time_budget_s)
     return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on GPUs with native bf16; a no-op elsewhere. Distances stay float32."""
-    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native)
 
 
 def new_run(model_config: ModelConfig, config: TrainConfig, splits: ImageSplits) -> Run:
@@ -149,6 +150,7 @@ def new_run(model_config: ModelConfig, config: TrainConfig, splits: ImageSplits)
         data_variance=training_variance(splits.train),
         restarts=torch.Generator().manual_seed(config.seed + 1),
         unused_for=torch.zeros(model_config.num_codes, dtype=torch.int64, device=device),
+        window=LogWindow(model_config.num_codes, device),
     )
 
 
@@ -261,11 +263,10 @@ def train(
 
     last_saved = run.step if saved is not None else None
     forward = torch.compile(run.model) if config.compile else run.model
-    window = LogWindow(model_config.num_codes, run.unused_for.device)
-    bar = tqdm(total=config.steps, initial=run.step, desc="training", unit="step")
     start = time.perf_counter() - run.elapsed_s
     run.model.train()
-    with deferred_interrupt() as interrupted:
+    progress = tqdm(total=config.steps, initial=run.step, desc="training", unit="step")
+    with progress as bar, deferred_interrupt() as interrupted:
         while run.step < config.steps:
             lr = learning_rate(config, run.step, run.elapsed_s)
             for group in run.optimizer.param_groups:
@@ -280,19 +281,23 @@ def train(
                     f"{kept if last_saved is not None else 'no checkpoint was written'}. "
                     "Try a lower learning rate."
                 ) from None
-            window.add(terms, output.indices, restart_unused_codes(run, output))
+            run.window.add(terms, output.indices, restart_unused_codes(run, output))
             run.step += 1
             run.elapsed_s = time.perf_counter() - start
             bar.update()
             out_of_time = config.time_budget_s is not None and run.elapsed_s >= config.time_budget_s
-            if run.step % config.log_every == 0 or run.step == config.steps or out_of_time:
-                row = window.row(run.step, run.batches.epoch, lr, run.elapsed_s, config.batch_size)
+            last = run.step == config.steps or out_of_time
+            evaluate_now = config.eval_every and run.step % config.eval_every == 0 and not last
+            if run.step % config.log_every == 0 or last or evaluate_now:
+                row = run.window.row(
+                    run.step, run.batches.epoch, lr, run.elapsed_s, config.batch_size
+                )
                 run.history.append(row)
-                window = LogWindow(model_config.num_codes, run.unused_for.device)
+                run.window = LogWindow(model_config.num_codes, run.unused_for.device)
                 bar.set_postfix(nmse=f"{row['nmse']:.4f}", perplexity=f"{row['perplexity']:.0f}")
                 if config.print_logs:
                     bar.write(format_row(row))
-            if config.eval_every and run.step % config.eval_every == 0 and not out_of_time:
+            if evaluate_now:  # the test split, between steps (the last one is evaluated below)
                 metrics = evaluate(run.model, splits.test, run.data_variance)
                 run.history[-1]["test"] = {k: v for k, v in metrics.items() if k != "code_counts"}
                 bar.write(f"step {run.step}: test {format_metrics(metrics)}")
@@ -302,13 +307,11 @@ def train(
                 save_checkpoint(path, run.state_dict())
                 last_saved = run.step
             if interrupted.is_set():
-                bar.close()
                 saved_to = f"; resume from {path}" if path is not None else ""
-                print(f"interrupted after step {run.step}{saved_to}", file=sys.stderr)
+                bar.write(f"interrupted after step {run.step}{saved_to}", file=sys.stderr)
                 raise KeyboardInterrupt
             if out_of_time:
                 break
-    bar.close()
     run.test = evaluate(run.model, splits.test, run.data_variance)
     if path is not None:
         save_checkpoint(path, run.state_dict())
@@ -361,5 +364,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # not in chapter 6 itself
     sys.exit(main())
