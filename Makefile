@@ -33,7 +33,7 @@ $(CHROMIUM):
 
 # Chapters 6 and 7 train a model; under `make test` they run this many steps instead of their
 # full budget (their committed outputs come from full runs).
-TEST_STEPS ?= 30
+TEST_STEPS ?= 4
 
 # The browser test opens the pages of the book just built.
 test: book $(CHROMIUM)
