@@ -10,13 +10,17 @@ from vqvae_lite.data import ImageSplits, ResidentBatches, load_cifar10, training
 from vqvae_lite.decoder import Decoder
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
 from vqvae_lite.losses import LossTerms, vqvae_loss
+from vqvae_lite.metrics import evaluate
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import VectorQuantizer, straight_through
+from vqvae_lite.train import PRESETS, TrainConfig
 from vqvae_lite.viz import show_images, show_reconstructions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "TrainConfig",
     "VQVAE",
     "Decoder",
     "EMAVectorQuantizer",
@@ -29,6 +33,7 @@ __all__ = [
     "ResidualStack",
     "VectorQuantizer",
     "codes_used",
+    "evaluate",
     "kmeans",
     "load_cifar10",
     "nearest_codes",
