@@ -13,14 +13,11 @@ from vqvae_lite.losses import LossTerms, vqvae_loss
 from vqvae_lite.metrics import evaluate
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import VectorQuantizer, straight_through
-from vqvae_lite.train import PRESETS, TrainConfig
 from vqvae_lite.viz import show_images, show_reconstructions
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS",
-    "TrainConfig",
     "VQVAE",
     "Decoder",
     "EMAVectorQuantizer",
