@@ -21,6 +21,7 @@ from vqvae_lite.metrics import evaluate, psnr
 from vqvae_lite.model import ModelConfig, VQVAEOutput
 from vqvae_lite.train import (
     CHECKPOINT,
+    PRESETS,
     NonFiniteLossError,
     TrainConfig,
     learning_rate,
@@ -298,6 +299,55 @@ def test_command_line_trains_resumes_and_reports_missing_data(tmp_path, monkeypa
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 2
     assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "codebook_update", "changes"),
+    [
+        ([], "ema", {}),
+        (
+            ["--codebook", "gradient", "--restart-dead-after", "0"],
+            "gradient",
+            {"restart_dead_after": 0},
+        ),
+        (
+            ["--kmeans-init", "--time-budget", "0"],
+            "ema",
+            {"kmeans_init": True, "time_budget_s": None},
+        ),
+        (
+            ["--no-kmeans-init", "--restart-dead-after", "7", "--time-budget", "60"],
+            "ema",
+            {"kmeans_init": False, "restart_dead_after": 7, "time_budget_s": 60.0},
+        ),
+    ],
+    ids=["preset", "plain-vq", "kmeans-no-time-limit", "explicit"],
+)
+def test_command_line_flags_choose_the_codebook_variant(
+    flags, codebook_update, changes, splits, monkeypatch
+):
+    chosen = {}
+
+    def record_and_stop(model_config, config, splits, out, resume):
+        chosen.update(model=model_config, run=config)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(train_module, "load_cifar10", lambda data: splits)
+    monkeypatch.setattr(train_module, "train", record_and_stop)
+    assert main(["--preset", "cpu", "--device", "cpu", *flags]) == 130
+    assert chosen["model"].codebook_update == codebook_update
+    expected = replace(PRESETS["cpu"], device="cpu", print_logs=True, **changes)
+    assert chosen["run"] == expected
+
+
+@pytest.mark.parametrize(
+    "flags", [["--steps", "0"], ["--restart-dead-after", "-1"], ["--time-budget", "-5"]]
+)
+def test_command_line_refuses_negative_settings(flags, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(flags)
+    assert stop.value.code == 2
+    assert f"{flags[0]} must be at least" in capsys.readouterr().err
 
 
 def test_periodic_evaluations_are_attached_to_their_log_rows(splits):

@@ -133,17 +133,12 @@ def init_codebook(
         quantizer.reset_codes(empty, centroids[empty])
 
 
-# The variants chapter 7 compares: fields of ModelConfig, then fields of TrainConfig.
+# The variants chapter 7 compares: fields of ModelConfig, then the fields of TrainConfig that
+# differ from the preset they are applied to. Restarts keep the preset's `restart_dead_after`.
 VARIANTS = {
     "plain VQ": ({"codebook_update": "gradient"}, {"restart_dead_after": 0, "kmeans_init": False}),
     "EMA": ({"codebook_update": "ema"}, {"restart_dead_after": 0, "kmeans_init": False}),
-    "EMA + restart": ({"codebook_update": "ema"}, {"restart_dead_after": 50, "kmeans_init": False}),
-    "k-means + restart": (
-        {"codebook_update": "gradient"},
-        {"restart_dead_after": 50, "kmeans_init": True},
-    ),
-    "EMA + k-means + restart": (
-        {"codebook_update": "ema"},
-        {"restart_dead_after": 50, "kmeans_init": True},
-    ),
+    "EMA + restart": ({"codebook_update": "ema"}, {"kmeans_init": False}),
+    "k-means + restart": ({"codebook_update": "gradient"}, {"kmeans_init": True}),
+    "EMA + k-means + restart": ({"codebook_update": "ema"}, {"kmeans_init": True}),
 }

@@ -68,6 +68,9 @@ class TrainConfig:
 SAME_RUN = ["batch_size", "learning_rate", "warmup_steps", "seed", "restart_dead_after"]
 SAME_RUN += ["kmeans_init"]
 
+# The model both presets train: the EMA codebook that chapter 7 finds best.
+PRESET_MODEL = ModelConfig(codebook_update="ema")
+
 PRESETS = {
     # Budget recipe: recognisable reconstructions within 10 minutes on a 2-core CPU.
     "cpu": TrainConfig(
@@ -332,26 +335,46 @@ def main(argv: list[str] | None = None) -> int:
         "'cifar10' to download (default: $VQVAE_LITE_DATA, shared/data, then the download)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present, else cpu)")
     add("--steps", type=int, help="number of training steps (default: the preset's)")
-    add("--time-budget", type=float, help="stop training after this many seconds")
-    add("--codebook", choices=["ema", "gradient"], default="ema",
-        help="EMA codebook (chapter 7), or the codebook term of chapter 4's loss")
+    add("--time-budget", type=float, metavar="SECONDS", help="stop training after this many "
+        "seconds; 0: no limit (default: the preset's)")
+    add("--codebook", choices=["ema", "gradient"], default=PRESET_MODEL.codebook_update,
+        help="ema: moving-average codes (chapter 7); gradient: the codebook term of chapter 4's "
+        "loss (default: %(default)s)")
+    add("--restart-dead-after", type=int, metavar="STEPS", help="restart codes unused for this "
+        "many steps; 0: never (default: the preset's)")
+    add("--kmeans-init", action=argparse.BooleanOptionalAction, help="start the codebook at "
+        "k-means centroids of the first encodings (default: the preset's)")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--out", type=Path, help="folder for the checkpoint (default: runs/<preset>)")
     add("--resume", action="store_true", help="continue the run saved in --out")
     # fmt: on
     args = parser.parse_args(argv)
+    for flag, value, least in [("--steps", args.steps, 1), ("--time-budget", args.time_budget, 0),
+                               ("--restart-dead-after", args.restart_dead_after, 0)]:
+        if value is not None and value < least:
+            parser.error(f"{flag} must be at least {least}, got {value}")
 
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
-    changes = {"device": args.device, "steps": args.steps, "time_budget_s": args.time_budget}
+    changes = {
+        "device": args.device,
+        "steps": args.steps,
+        "time_budget_s": args.time_budget,
+        "restart_dead_after": args.restart_dead_after,
+        "kmeans_init": args.kmeans_init,
+    }
     changes = {key: value for key, value in changes.items() if value is not None}
+    if args.time_budget == 0:
+        changes["time_budget_s"] = None  # no limit
     config = replace(PRESETS[preset], print_logs=True, **changes)
     config.compile = config.compile or args.compile
+    model_config = replace(PRESET_MODEL, codebook_update=args.codebook)
     out = args.out or Path("runs") / preset
     try:
         splits = load_cifar10(args.data)
         print(f"{splits.source}: {len(splits.train)} training and {len(splits.test)} test images")
         print(f"preset {preset} on {hardware(resolve_device(config.device))}: {config}")
-        result = train(ModelConfig(codebook_update=args.codebook), config, splits, out, args.resume)
+        print(f"model: {model_config}")
+        result = train(model_config, config, splits, out, args.resume)
     except (FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
