@@ -5,6 +5,8 @@ overwriting anything, the NaN guard, the time budget and the command line."""
 import math
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -13,8 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+import vqvae_lite.cli as cli_module
 import vqvae_lite.train as train_module
 from vqvae_lite.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model
+from vqvae_lite.cli import main
 from vqvae_lite.data import CACHE_ENV, ImageSplits, ResidentBatches
 from vqvae_lite.losses import LossTerms
 from vqvae_lite.metrics import evaluate, psnr
@@ -25,7 +29,6 @@ from vqvae_lite.train import (
     NonFiniteLossError,
     TrainConfig,
     learning_rate,
-    main,
     train,
 )
 
@@ -332,8 +335,8 @@ def test_command_line_flags_choose_the_codebook_variant(
         chosen.update(model=model_config, run=config)
         raise KeyboardInterrupt  # stop before any training
 
-    monkeypatch.setattr(train_module, "load_cifar10", lambda data: splits)
-    monkeypatch.setattr(train_module, "train", record_and_stop)
+    monkeypatch.setattr(cli_module, "load_cifar10", lambda data: splits)
+    monkeypatch.setattr(cli_module, "train", record_and_stop)
     assert main(["--preset", "cpu", "--device", "cpu", *flags]) == 130
     assert chosen["model"].codebook_update == codebook_update
     expected = replace(PRESETS["cpu"], device="cpu", print_logs=True, **changes)
@@ -348,6 +351,14 @@ def test_command_line_refuses_negative_settings(flags, capsys):
         main(flags)
     assert stop.value.code == 2
     assert f"{flags[0]} must be at least" in capsys.readouterr().err
+
+
+def test_python_dash_m_vqvae_lite_train_runs_the_command_line():
+    command = [sys.executable, "-m", "vqvae_lite.train", "--help"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "--restart-dead-after" in finished.stdout and "--kmeans-init" in finished.stdout
+    assert "RuntimeWarning" not in finished.stderr
 
 
 def test_periodic_evaluations_are_attached_to_their_log_rows(splits):

@@ -1,10 +1,12 @@
-"""Execute chapters top to bottom in place, keeping tags and widget state, then re-export.
+"""Execute chapters in place, keeping tags and widget state; export the package before and after.
 
     python tools/run_notebooks.py notebooks/01_encoder.ipynb [more.ipynb ...]
     python tools/run_notebooks.py --all
 
 Each notebook runs in a fresh kernel with `notebooks/` as its working folder, exactly as a
-reader's Jupyter or `pytest --nbval` runs it, so execution counts go 1..n in order.
+reader's Jupyter or `pytest --nbval` runs it, so execution counts go 1..n in order. The package
+is exported first, because a chapter imports what earlier chapters (and its own export cells)
+put into `vqvae_lite/`.
 """
 
 import argparse
@@ -44,9 +46,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args()
     paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if args.all else args.notebooks
+    export = [sys.executable, str(ROOT / "tools" / "export.py")]
+    subprocess.check_call(export)
     for path in paths:
         run(path.resolve(), args.timeout)
-    return subprocess.call([sys.executable, str(ROOT / "tools" / "export.py")])
+    return subprocess.call(export)
 
 
 if __name__ == "__main__":
