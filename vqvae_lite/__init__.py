@@ -1,40 +1,67 @@
 """vqvae-lite: the VQ-VAE of van den Oord et al. (2017), built step by step in notebooks.
 
 Every module except this one is generated from a chapter in `notebooks/` by `tools/export.py`;
-the first line of each names the notebook to edit.
+the first line of each names the notebook to edit. Importing the package registers every
+quantiser of the book in `vqvae_lite.quantizer.QUANTIZERS`.
 """
 
 from vqvae_lite.codebook import codes_used, nearest_codes, perplexity, squared_distances
-from vqvae_lite.codebook_care import EMAVectorQuantizer, kmeans, restart_dead_codes
+from vqvae_lite.codebook_upkeep import (
+    EMAQuantizerWithUpkeep,
+    VectorQuantizerWithUpkeep,
+    kmeans,
+    restart_dead_codes,
+)
 from vqvae_lite.data import ImageSplits, ResidentBatches, load_cifar10, training_variance
 from vqvae_lite.decoder import Decoder
+from vqvae_lite.ema import EMAVectorQuantizer
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
+from vqvae_lite.loop import StepOutput, Task, TrainConfig, fit
 from vqvae_lite.losses import LossTerms, vqvae_loss
 from vqvae_lite.metrics import evaluate
 from vqvae_lite.model import VQVAE, ModelConfig
-from vqvae_lite.quantizer import VectorQuantizer, straight_through
+from vqvae_lite.quantizer import (
+    QUANTIZERS,
+    Quantized,
+    Quantizer,
+    VectorQuantizer,
+    build_quantizer,
+    register_quantizer,
+    straight_through,
+)
 from vqvae_lite.viz import show_images, show_reconstructions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "QUANTIZERS",
     "VQVAE",
     "Decoder",
+    "EMAQuantizerWithUpkeep",
     "EMAVectorQuantizer",
     "Encoder",
     "ImageSplits",
     "LossTerms",
     "ModelConfig",
+    "Quantized",
+    "Quantizer",
     "ResidentBatches",
     "ResidualLayer",
     "ResidualStack",
+    "StepOutput",
+    "Task",
+    "TrainConfig",
     "VectorQuantizer",
+    "VectorQuantizerWithUpkeep",
+    "build_quantizer",
     "codes_used",
     "evaluate",
+    "fit",
     "kmeans",
     "load_cifar10",
     "nearest_codes",
     "perplexity",
+    "register_quantizer",
     "restart_dead_codes",
     "show_images",
     "show_reconstructions",

@@ -11,13 +11,15 @@ from torch import Tensor
 def squared_distances(z: Tensor, codebook: Tensor) -> Tensor:
     """||z_i - e_k||^2 for every row of z (N, D) and code e (K, D), as ||z||^2 + ||e||^2 - 2 z.e.
 
-    Computed in float32 whatever the input dtype: under bf16 the argmin picks wrong codes.
-    Returns (N, K).
+    Computed in float32 whatever the input dtype, and with autocast switched off: autocast
+    runs `addmm` in bf16 even on float32 inputs, and under bf16 the argmin picks wrong codes.
+    Returns (N, K) float32.
     """
-    z, codebook = z.float(), codebook.float()
-    z_sq = z.square().sum(dim=1, keepdim=True)  # (N, 1)
-    e_sq = codebook.square().sum(dim=1)  # (K,)
-    return torch.addmm(z_sq + e_sq, z, codebook.t(), alpha=-2.0)  # (N, 1) + (K,) - 2 (N, K)
+    with torch.autocast(z.device.type, enabled=False):
+        z, codebook = z.float(), codebook.float()
+        z_sq = z.square().sum(dim=1, keepdim=True)  # (N, 1)
+        e_sq = codebook.square().sum(dim=1)  # (K,)
+        return torch.addmm(z_sq + e_sq, z, codebook.t(), alpha=-2.0)  # (N,1)+(K,)-2(N,K)
 
 
 def nearest_codes(z: Tensor, codebook: Tensor, chunk_size: int = 8192) -> Tensor:

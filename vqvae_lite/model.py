@@ -4,20 +4,20 @@
 Chapter 5 (`notebooks/05_decoder.ipynb`) assembles it and runs one forward and backward pass.
 """
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from vqvae_lite.codebook_care import EMAVectorQuantizer
 from vqvae_lite.decoder import Decoder
 from vqvae_lite.encoder import Encoder
-from vqvae_lite.quantizer import VectorQuantizer
+from vqvae_lite.quantizer import build_quantizer
 
 
 @dataclass
 class ModelConfig:
-    """Sizes of the model. Defaults are the seed's: h=128, 2 residual layers of 32, D=64, K=512."""
+    """Sizes of the model; defaults: h=128, 2 residual layers of 32, D=64, K=512, beta=0.25."""
 
     in_channels: int = 3
     hidden: int = 128  # h: channels of the encoder and decoder trunk
@@ -26,14 +26,22 @@ class ModelConfig:
     embedding_dim: int = 64  # D: length of each code vector
     num_codes: int = 512  # K: number of codes in the codebook
     beta: float = 0.25  # weight of the commitment term
-    codebook_update: str = "gradient"  # "gradient" (chapter 4's loss) or "ema" (chapter 7)
-    ema_decay: float = 0.99  # used when codebook_update == "ema"
+    quantizer: str = "vq"  # a name in vqvae_lite.quantizer.QUANTIZERS
+    quantizer_options: dict = field(default_factory=dict)  # extra arguments of that quantiser
 
     def __post_init__(self):
-        if self.codebook_update not in ("gradient", "ema"):
+        for name in ("in_channels", "hidden", "residual_hidden", "embedding_dim", "num_codes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.residual_layers, int) or self.residual_layers < 0:
             raise ValueError(
-                f"codebook_update must be 'gradient' or 'ema', got {self.codebook_update!r}"
+                f"ModelConfig.residual_layers must be an integer >= 0, got {self.residual_layers!r}"
             )
+        if self.hidden % 2:
+            raise ValueError(f"ModelConfig.hidden must be even (h/2 channels), got {self.hidden}")
+        if not (isinstance(self.beta, int | float) and math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"ModelConfig.beta must be finite and >= 0, got {self.beta!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,9 +53,9 @@ class VQVAEOutput:
 
     x_hat: Tensor  # (B, 3, H, W) reconstruction on the training scale
     z_e: Tensor  # (B, D, H/4, W/4) encoder output after the 1x1 conv
-    z_q: Tensor  # (B, D, H/4, W/4) quantised, with the straight-through gradient
-    codes: Tensor  # (B, D, H/4, W/4) chosen code vectors, with gradient to the codebook
+    z_q: Tensor  # (B, D, H/4, W/4) quantised, with a gradient path to z_e
     indices: Tensor  # (B, H/4, W/4) int64
+    losses: dict[str, Tensor]  # the quantiser's own weighted loss terms
 
 
 def check_images(x: Tensor, channels: int) -> None:
@@ -66,7 +74,7 @@ def check_images(x: Tensor, channels: int) -> None:
 
 
 class VQVAE(nn.Module):
-    """The VQ-VAE of van den Oord et al. (2017) with the seed's CIFAR-10 sizes."""
+    """The VQ-VAE of van den Oord et al. (2017), with MishaLaskin/vqvae's CIFAR-10 sizes."""
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
@@ -75,12 +83,13 @@ class VQVAE(nn.Module):
             config.in_channels, config.hidden, config.residual_hidden, config.residual_layers
         )
         self.pre_quantization = nn.Conv2d(config.hidden, config.embedding_dim, kernel_size=1)
-        if config.codebook_update == "ema":
-            self.quantizer = EMAVectorQuantizer(
-                config.num_codes, config.embedding_dim, config.ema_decay
-            )
-        else:
-            self.quantizer = VectorQuantizer(config.num_codes, config.embedding_dim)
+        self.quantizer = build_quantizer(
+            config.quantizer,
+            num_codes=config.num_codes,
+            dim=config.embedding_dim,
+            beta=config.beta,
+            **config.quantizer_options,
+        )
         self.decoder = Decoder(
             config.embedding_dim,
             config.hidden,
@@ -92,15 +101,15 @@ class VQVAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images -> (B, D, H/4, W/4) continuous latents z_e."""
         check_images(x, self.config.in_channels)
+        x = x.to(self.pre_quantization.weight.dtype)  # float64 or float16 input: our precision
         return self.pre_quantization(self.encoder(x))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
         z_e = self.encode(x)  # (B, 3, 32, 32) -> (B, D, 8, 8)
         quantized = self.quantizer(z_e)
         x_hat = self.decoder(quantized.z_q)  # (B, D, 8, 8) -> (B, 3, 32, 32)
-        return VQVAEOutput(x_hat, z_e, quantized.z_q, quantized.codes, quantized.indices)
+        return VQVAEOutput(x_hat, z_e, quantized.z_q, quantized.indices, quantized.losses)
 
     def decode_indices(self, indices: Tensor) -> Tensor:
         """(B, h, w) code indices -> (B, 3, 4h, 4w) images on the training scale."""
-        codes = self.quantizer.codebook[indices]  # (B, h, w, D)
-        return self.decoder(codes.permute(0, 3, 1, 2))  # -> (B, D, h, w) -> (B, 3, 4h, 4w)
+        return self.decoder(self.quantizer.decode(indices))  # (B, D, h, w) -> (B, 3, 4h, 4w)
