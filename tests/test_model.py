@@ -1,6 +1,7 @@
 """Unit tests of chapters 1-5: shapes, the lookup, the straight-through gradient, the loss, and
-the four bugs of GUIDE §2 that live in the model (1: swapped terms, 2: shared residual weights,
-3: in-place ReLU on the skip path, 4: variance on the wrong scale)."""
+four mistakes of popular implementations that live in the model (swapped codebook and
+commitment terms, shared residual weights, an in-place ReLU on the skip path, the variance on
+the wrong scale)."""
 
 import io
 
@@ -10,9 +11,14 @@ import torch
 from vqvae_lite.codebook import codes_used, lookup, nearest_codes, perplexity, squared_distances
 from vqvae_lite.data import training_variance
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
-from vqvae_lite.losses import codebook_loss, commitment_loss, vqvae_loss
+from vqvae_lite.losses import vqvae_loss
 from vqvae_lite.model import VQVAE, ModelConfig
-from vqvae_lite.quantizer import VectorQuantizer, straight_through
+from vqvae_lite.quantizer import (
+    VectorQuantizer,
+    codebook_loss,
+    commitment_loss,
+    straight_through,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +27,7 @@ def model() -> VQVAE:
     return VQVAE(ModelConfig())
 
 
-def test_config_defaults_are_the_seeds():
+def test_config_defaults_are_the_mishalaskin_sizes():
     config = ModelConfig()
     assert (config.hidden, config.residual_hidden, config.residual_layers) == (128, 32, 2)
     assert (config.embedding_dim, config.num_codes, config.beta) == (64, 512, 0.25)
@@ -32,7 +38,7 @@ def test_shapes_through_the_model(model):
     assert model.encoder.conv1(x).shape == (32, 64, 16, 16)
     assert model.encoder(x).shape == (32, 128, 8, 8)
     out = model(x)
-    assert out.z_e.shape == out.z_q.shape == out.codes.shape == (32, 64, 8, 8)
+    assert out.z_e.shape == out.z_q.shape == (32, 64, 8, 8)
     assert out.indices.shape == (32, 8, 8) and out.indices.dtype == torch.int64
     assert out.x_hat.shape == (32, 3, 32, 32)
     assert model.quantizer.codebook.shape == (512, 64)
@@ -87,21 +93,23 @@ def test_quantizer_gradient_reaches_encoder_side_through_straight_through():
     assert quantizer.codebook.grad is None  # z_q alone does not train the codebook
 
 
-def test_bug1_each_term_moves_only_its_side_and_beta_weights_commitment():
+def test_swapped_terms_each_term_moves_only_its_side_and_beta_weights_commitment():
     torch.manual_seed(0)
-    codebook = torch.nn.Parameter(torch.randn(8, 4))
-    z_e = torch.randn(10, 4, requires_grad=True)
-    codes = codebook[nearest_codes(z_e, codebook)]
-    x = torch.randn(3)
     beta = 0.25
-    terms = vqvae_loss(x.clone(), x, z_e, codes, data_variance=1.0, beta=beta)
-    terms.total.backward()
+    quantizer = VectorQuantizer(8, 4, beta=beta)
+    z_e = torch.randn(1, 4, 2, 5, requires_grad=True)  # (B, D, H, W): 10 vectors
+    quantized = quantizer(z_e)
+    x = torch.randn(3)
+    terms = vqvae_loss(x.clone(), x, quantized.losses, data_variance=1.0)
+    terms.total.backward()  # the reconstruction term is zero: only the quantiser's terms
+    codes = quantizer.decode(quantized.indices).detach()
     # codebook term with weight 1: d/de mean((e - z)^2) ; commitment with beta: d/dz
     expected_codebook_grad = torch.autograd.grad(
-        ((codebook[nearest_codes(z_e, codebook)] - z_e.detach()) ** 2).mean(), codebook
+        ((quantizer.codebook[quantized.indices] - z_e.detach().permute(0, 2, 3, 1)) ** 2).mean(),
+        quantizer.codebook,
     )[0]
-    expected_encoder_grad = beta * 2 * (z_e.detach() - codes.detach()) / z_e.numel()
-    assert torch.allclose(codebook.grad, expected_codebook_grad)
+    expected_encoder_grad = beta * 2 * (z_e.detach() - codes) / z_e.numel()
+    assert torch.allclose(quantizer.codebook.grad, expected_codebook_grad)
     assert torch.allclose(z_e.grad, expected_encoder_grad)
 
 
@@ -115,16 +123,14 @@ def test_codebook_term_moves_only_codebook_and_commitment_only_encoder():
     assert grads[0] is None and grads[1].abs().sum() > 0
 
 
-def test_ema_codebook_drops_the_codebook_term():
-    codebook = torch.nn.Parameter(torch.randn(8, 4))
-    z_e = torch.randn(10, 4, requires_grad=True)
-    codes = codebook[nearest_codes(z_e, codebook)]
+def test_vqvae_loss_adds_whatever_terms_the_quantizer_returns():
     x = torch.randn(3)
-    terms = vqvae_loss(x, x, z_e, codes, 1.0, 0.25, learn_codebook=False)
-    assert torch.allclose(terms.total, 0.25 * terms.commitment)
+    terms = vqvae_loss(x, x, {"a": torch.tensor(0.5), "b": torch.tensor(0.25)}, 1.0)
+    assert terms.total.item() == 0.75 and sorted(terms.quantizer) == ["a", "b"]
+    assert vqvae_loss(x, x, {}, 1.0).total.item() == 0.0
 
 
-def test_bug2_residual_layers_are_distinct_modules():
+def test_shared_layers_residual_layers_are_distinct_modules():
     stack = ResidualStack(channels=8, hidden=4, layers=3)
     layers = list(stack.layers)
     assert len({id(layer) for layer in layers}) == 3
@@ -135,7 +141,7 @@ def test_bug2_residual_layers_are_distinct_modules():
     )
 
 
-def test_bug3_skip_path_carries_x_not_relu_x():
+def test_inplace_relu_skip_path_carries_x_not_relu_x():
     layer = ResidualLayer(channels=4, hidden=2)
     torch.nn.init.zeros_(layer.block[3].weight)  # the residual branch now adds exactly zero
     x = torch.randn(2, 4, 5, 5)
@@ -146,7 +152,7 @@ def test_bug3_skip_path_carries_x_not_relu_x():
     assert torch.equal(x, x_before), "the layer must not modify its input in place"
 
 
-def test_bug4_variance_is_measured_on_the_training_scale():
+def test_variance_scale_variance_is_measured_on_the_training_scale():
     images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
     images[:2] = 255  # half black, half white: on [-1, 1] the variance is exactly 1
     assert training_variance(images) == pytest.approx(1.0)
@@ -204,3 +210,43 @@ def test_quantizer_rejects_bad_input_with_the_expected_shape(bad, message):
     with pytest.raises(ValueError, match=r"\(B, 64, H, W\)") as error:
         VectorQuantizer(512, 64)(bad)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.full((1, 8, 8), 512), "from 512 to 512"),
+        (torch.full((1, 8, 8), -1), "from -1 to -1"),
+        (torch.zeros(1, 8, 8), "torch.float32"),
+        (torch.zeros(64, dtype=torch.int64), "shape (64,)"),
+    ],
+)
+def test_decode_refuses_indices_outside_the_codebook(model, bad, message):
+    with pytest.raises(ValueError, match=r"\(B, H, W\) in \[0, 512\)") as error:
+        model.decode_indices(bad)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_model_accepts_float_images_of_any_precision(model, dtype):
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    expected = model(x).x_hat
+    assert torch.allclose(model(x.to(dtype)).x_hat, expected, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("num_codes", 0), ("embedding_dim", -3), ("residual_layers", -1), ("beta", -1.0),
+     ("beta", float("nan")), ("hidden", 7)],
+)
+def test_model_config_names_a_bad_field(field, value):
+    with pytest.raises(ValueError, match=f"ModelConfig.{field}"):
+        ModelConfig(**{field: value})
+
+
+def test_unknown_quantizer_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown quantizer 'nope'; registered: .*vq"):
+        VQVAE(ModelConfig(quantizer="nope"))
+    with pytest.raises(ValueError, match="cannot take options"):
+        VQVAE(ModelConfig(quantizer="vq", quantizer_options={"decay": 0.9}))
