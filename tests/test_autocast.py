@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from vqvae_lite.codebook import nearest_codes, squared_distances
-from vqvae_lite.data import ResidentBatches
 from vqvae_lite.loop import Run, TrainConfig, training_step
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import VectorQuantizer
@@ -32,8 +31,12 @@ def test_bare_addmm_under_autocast_is_bf16_and_picks_wrong_codes(hard_lookup):
     """The failure being guarded against: .float() does not survive autocast."""
     z, codebook = hard_lookup
     with bf16_autocast():
-        d = torch.addmm(z.square().sum(1, keepdim=True) + codebook.square().sum(1),
-                        z.float(), codebook.float().t(), alpha=-2.0)
+        d = torch.addmm(
+            z.square().sum(1, keepdim=True) + codebook.square().sum(1),
+            z.float(),
+            codebook.float().t(),
+            alpha=-2.0,
+        )
     assert d.dtype == torch.bfloat16
     assert (d.argmin(1) != squared_distances(z, codebook).argmin(1)).sum() > 100
 

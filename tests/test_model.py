@@ -237,8 +237,14 @@ def test_model_accepts_float_images_of_any_precision(model, dtype):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("num_codes", 0), ("embedding_dim", -3), ("residual_layers", -1), ("beta", -1.0),
-     ("beta", float("nan")), ("hidden", 7)],
+    [
+        ("num_codes", 0),
+        ("embedding_dim", -3),
+        ("residual_layers", -1),
+        ("beta", -1.0),
+        ("beta", float("nan")),
+        ("hidden", 7),
+    ],
 )
 def test_model_config_names_a_bad_field(field, value):
     with pytest.raises(ValueError, match=f"ModelConfig.{field}"):

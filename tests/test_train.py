@@ -1,6 +1,7 @@
 """Training (chapter 6): metrics against hand-computed values, the schedule, checkpoints that
 round-trip, resumed runs that match uninterrupted ones, unusable checkpoints refused without
-overwriting anything, the NaN guard, the time budget and the command line."""
+overwriting anything, the NaN guard, the time budget, the reusable loop on a model that is not
+a VQ-VAE, and the command line (appendix "Training for real")."""
 
 import math
 import os
@@ -17,20 +18,23 @@ from torch import nn
 
 import vqvae_lite.cli as cli_module
 import vqvae_lite.train as train_module
-from vqvae_lite.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model
+from vqvae_lite.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from vqvae_lite.cli import main
+from vqvae_lite.codebook_upkeep import DEFAULT_MODELS
 from vqvae_lite.data import CACHE_ENV, ImageSplits, ResidentBatches
+from vqvae_lite.loop import (
+    CHECKPOINT,
+    NonFiniteLossError,
+    StepOutput,
+    Task,
+    TrainConfig,
+    fit,
+    learning_rate,
+)
 from vqvae_lite.losses import LossTerms
 from vqvae_lite.metrics import evaluate, psnr
 from vqvae_lite.model import ModelConfig, VQVAEOutput
-from vqvae_lite.train import (
-    CHECKPOINT,
-    PRESETS,
-    NonFiniteLossError,
-    TrainConfig,
-    learning_rate,
-    train,
-)
+from vqvae_lite.train import PRESETS, load_model, train
 
 TINY_MODEL = ModelConfig(hidden=16, residual_hidden=8, residual_layers=1, embedding_dim=8)
 TINY_MODEL = replace(TINY_MODEL, num_codes=16)
@@ -83,7 +87,7 @@ class FixedErrorModel(nn.Module):
         indices = torch.zeros(b, 2, 2, dtype=torch.int64)
         indices[b // 2 :] = 1
         z = torch.zeros(b, 1, 2, 2)
-        return VQVAEOutput(x + 0.1, z, z, z, indices)
+        return VQVAEOutput(x + 0.1, z, z, indices, {})
 
 
 def test_metrics_match_hand_computed_values():
@@ -101,7 +105,7 @@ def test_metrics_match_hand_computed_values():
 
 
 def test_evaluation_leaves_the_model_in_training_mode_and_the_ema_codebook_alone(splits):
-    result = train(replace(TINY_MODEL, codebook_update="ema"), replace(TINY_RUN, steps=2), splits)
+    result = train(replace(TINY_MODEL, quantizer="ema"), replace(TINY_RUN, steps=2), splits)
     model = result.model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     evaluate(model, splits.test, result.data_variance)
@@ -129,9 +133,9 @@ def test_training_logs_and_the_checkpoint_round_trip(splits, tmp_path):
         assert all(key in row for row in result.history)
     assert {"nmse", "psnr", "perplexity", "codes_used", "code_counts"} <= set(result.test)
     state = load_checkpoint(tmp_path / CHECKPOINT)
-    for key in ("model_config", "train_config", "model", "optimizer", "step", "torch_rng"):
+    for key in ("identity", "train_config", "model", "optimizer", "step", "torch_rng"):
         assert key in state
-    assert state["step"] == 6 and state["data_variance"] == result.data_variance
+    assert state["step"] == 6 and state["identity"]["data_variance"] == result.data_variance
     assert state["batches"]["position"] > 0 and state["optimizer"]["state"]
     model, variance = load_model(tmp_path / CHECKPOINT)
     assert same_weights(model, result.model) and variance == result.data_variance
@@ -162,8 +166,12 @@ def interrupt_at_batch(monkeypatch, number: int, how: str):
         (TINY_MODEL, TINY_RUN, "crash"),
         (TINY_MODEL, TINY_RUN, "ctrl-c"),
         (
-            replace(TINY_MODEL, codebook_update="ema"),
-            replace(TINY_RUN, restart_dead_after=2, kmeans_init=True, batch_size=4),
+            replace(
+                TINY_MODEL,
+                quantizer="ema",
+                quantizer_options={"restart_dead_after": 2, "kmeans_init": True},
+            ),
+            replace(TINY_RUN, batch_size=4),
             "crash",
         ),
     ],
@@ -264,7 +272,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
         terms = original(*args, **kwargs)
         if calls["n"] == 5:
             nan = terms.total * float("nan")
-            terms = LossTerms(nan, terms.reconstruction, terms.codebook, terms.commitment)
+            terms = LossTerms(nan, terms.reconstruction, terms.quantizer)
         return terms
 
     monkeypatch.setattr(train_module, "vqvae_loss", loss_that_breaks_at_step_5)
@@ -305,29 +313,33 @@ def test_command_line_trains_resumes_and_reports_missing_data(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
-    ("flags", "codebook_update", "changes"),
+    ("flags", "quantizer", "options", "changes"),
     [
-        ([], "ema", {}),
-        (
-            ["--codebook", "gradient", "--restart-dead-after", "0"],
-            "gradient",
-            {"restart_dead_after": 0},
-        ),
+        ([], "ema", {"restart_dead_after": 20}, {}),
+        (["--quantizer", "vq", "--time-budget", "0"], "vq", {}, {"time_budget_s": None}),
         (
             ["--kmeans-init", "--time-budget", "0"],
             "ema",
-            {"kmeans_init": True, "time_budget_s": None},
+            {"restart_dead_after": 20, "kmeans_init": True},
+            {"time_budget_s": None},
         ),
         (
             ["--no-kmeans-init", "--restart-dead-after", "7", "--time-budget", "60"],
             "ema",
-            {"kmeans_init": False, "restart_dead_after": 7, "time_budget_s": 60.0},
+            {"kmeans_init": False, "restart_dead_after": 7},
+            {"time_budget_s": 60.0},
+        ),
+        (
+            ["--quantizer", "vq-upkeep", "--restart-dead-after", "5"],
+            "vq-upkeep",
+            {"restart_dead_after": 5},
+            {},
         ),
     ],
-    ids=["preset", "plain-vq", "kmeans-no-time-limit", "explicit"],
+    ids=["preset", "plain-vq", "kmeans-no-time-limit", "explicit", "gradient-restarts"],
 )
-def test_command_line_flags_choose_the_codebook_variant(
-    flags, codebook_update, changes, splits, monkeypatch
+def test_command_line_flags_choose_the_quantizer_and_its_options(
+    flags, quantizer, options, changes, splits, monkeypatch
 ):
     chosen = {}
 
@@ -335,10 +347,12 @@ def test_command_line_flags_choose_the_codebook_variant(
         chosen.update(model=model_config, run=config)
         raise KeyboardInterrupt  # stop before any training
 
-    monkeypatch.setattr(cli_module, "load_cifar10", lambda data: splits)
+    monkeypatch.setattr(cli_module, "load_cifar10", lambda data, **kwargs: splits)
     monkeypatch.setattr(cli_module, "train", record_and_stop)
     assert main(["--preset", "cpu", "--device", "cpu", *flags]) == 130
-    assert chosen["model"].codebook_update == codebook_update
+    assert chosen["model"].quantizer == quantizer
+    assert chosen["model"].quantizer_options == options
+    assert DEFAULT_MODELS["cpu"].quantizer_options == {"restart_dead_after": 20}  # untouched
     expected = replace(PRESETS["cpu"], device="cpu", print_logs=True, **changes)
     assert chosen["run"] == expected
 
@@ -353,12 +367,17 @@ def test_command_line_refuses_negative_settings(flags, capsys):
     assert f"{flags[0]} must be at least" in capsys.readouterr().err
 
 
-def test_python_dash_m_vqvae_lite_train_runs_the_command_line():
-    command = [sys.executable, "-m", "vqvae_lite.train", "--help"]
+@pytest.mark.parametrize(
+    "command, module",
+    [("vqvae_lite", "vqvae_lite.__main__"), ("vqvae_lite.train", "vqvae_lite.train")],
+)
+def test_python_dash_m_runs_the_command_line_and_loads_each_module_once(command, module):
+    command = [sys.executable, "-X", "importtime", "-W", "error", "-m", command, "--help"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
-    assert "--restart-dead-after" in finished.stdout and "--kmeans-init" in finished.stdout
-    assert "RuntimeWarning" not in finished.stderr
+    assert "--restart-dead-after" in finished.stdout and "--quantizer" in finished.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in finished.stderr.splitlines()]
+    assert module not in imported, f"{module} ran as __main__ and was imported a second time"
 
 
 def test_periodic_evaluations_are_attached_to_their_log_rows(splits):
@@ -366,3 +385,50 @@ def test_periodic_evaluations_are_attached_to_their_log_rows(splits):
     assert [row["step"] for row in result.history] == [2, 3, 4, 6]
     assert [("test" in row) for row in result.history] == [False, True, False, False]
     assert {"nmse", "psnr", "perplexity", "codes_used"} == set(result.history[1]["test"])
+
+
+class Line(Task):
+    """Not a VQ-VAE: one linear layer fitted to y = 3x - 1 on fixed inputs."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.model = nn.Linear(1, 1)
+        self.inputs = torch.linspace(-1, 1, 32).view(32, 1, 1, 1)
+        self.batches = ResidentBatches(torch.zeros(32, 1, 1, 1, dtype=torch.uint8), 8)
+        self.identity = {"task": "line"}
+        self.evaluations = 0
+
+    def loss(self, batch):
+        x = self.inputs[self.batches.order[self.batches.position - 8 : self.batches.position]]
+        loss = (self.model(x.view(-1, 1)) - (3 * x.view(-1, 1) - 1)).square().mean()
+        return StepOutput(loss, {"loss": loss})
+
+    def evaluate(self):
+        self.evaluations += 1
+        return {"weight": self.model.weight.item()}
+
+
+def test_the_loop_trains_a_model_that_is_not_a_vqvae_and_resumes_it(tmp_path, monkeypatch):
+    config = TrainConfig(
+        steps=120,
+        learning_rate=0.1,
+        warmup_steps=5,
+        log_every=40,
+        checkpoint_every=60,
+        device="cpu",
+    )
+    whole = fit(Line(), config, out=tmp_path / "whole")
+    assert abs(whole.task.model.weight.item() - 3) < 0.05
+    assert [row["step"] for row in whole.history] == [40, 80, 120]
+    assert whole.test == {"weight": whole.task.model.weight.item()}
+    with monkeypatch.context() as patch:
+        interrupt_at_batch(patch, 70, "crash")
+        with pytest.raises(RuntimeError):
+            fit(Line(), config, out=tmp_path / "cut")
+    resumed = fit(Line(), config, out=tmp_path / "cut", resume=True)
+    assert same_weights(resumed.task.model, whole.task.model)
+    assert without_times(resumed.history) == without_times(whole.history)
+    with pytest.raises(CheckpointError, match="task: 'line' -> 'other'"):
+        other = Line()
+        other.identity = {"task": "other"}
+        fit(other, config, out=tmp_path / "cut", resume=True)

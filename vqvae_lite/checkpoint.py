@@ -60,13 +60,17 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def config_differences(saved: dict, current: dict, keys: list[str] | None = None) -> list[str]:
-    """The fields (all, or only `keys`) whose values differ, as 'name: saved -> current'."""
+    """The fields (all, or only `keys`) whose values differ, as 'name: saved -> current';
+    nested dicts (a model configuration inside an identity) are compared field by field."""
     keys = sorted(set(saved) | set(current)) if keys is None else keys
-    return [
-        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-        for key in keys
-        if saved.get(key) != current.get(key)
-    ]
+    differences = []
+    for key in keys:
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += [f"{key}.{d}" for d in config_differences(old, new)]
+        elif old != new:
+            differences.append(f"{key}: {old!r} -> {new!r}")
+    return differences
 
 
 def check_resumable(state: dict, identity: dict, train_config: dict, same_run: list[str]):

@@ -56,8 +56,8 @@ class CodebookUpkeep:
 
     Options: `restart_dead_after` (steps unused before a code moves onto an encoder output of
     the current batch; 0: never) and `kmeans_init` (start at k-means centroids). The counters
-    are a buffer and the restart generator is saved with the weights, so a resumed run restarts
-    the same codes.
+    and the random state of the restarts are buffers, saved with the weights, so that a resumed
+    run restarts the same codes.
     """
 
     def __init__(self, *args, restart_dead_after: int = 0, kmeans_init: bool = False, **kwargs):
@@ -67,13 +67,8 @@ class CodebookUpkeep:
         self.restart_dead_after, self.kmeans_init = restart_dead_after, kmeans_init
         self.register_buffer("unused_for", torch.zeros(self.num_codes, dtype=torch.int64))
         seed = int(torch.randint(2**62, ()))  # drawn from the seeded global generator
-        self.restarts = torch.Generator().manual_seed(seed)
-
-    def get_extra_state(self) -> dict:
-        return {"restarts": self.restarts.get_state()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.restarts.set_state(state["restarts"])
+        restarts = torch.Generator().manual_seed(seed)
+        self.register_buffer("restart_rng", restarts.get_state())  # saved with the weights
 
     def initialize(self, sample: Callable[[], Tensor]) -> None:
         if self.kmeans_init:
@@ -93,7 +88,11 @@ class CodebookUpkeep:
         dead = self.unused_for >= self.restart_dead_after  # (K,)
         flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)  # (B*h*w, D)
         self.unused_for[dead] = 0
-        return restart_dead_codes(self, dead, flat, self.restarts)
+        restarts = torch.Generator()
+        restarts.set_state(self.restart_rng.cpu())
+        count = restart_dead_codes(self, dead, flat, restarts)
+        self.restart_rng.copy_(restarts.get_state())
+        return count
 
 
 @register_quantizer("vq-upkeep")

@@ -311,12 +311,17 @@ def log_row(run: Run, lr: float) -> dict:
     return row
 
 
+def scalars(metrics: dict) -> dict:
+    """The plain numbers of a dict of metrics (tensors such as code counts left out)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
 def format_row(row: dict) -> str:
-    """One line for a history row: its step, then every logged number."""
-    skip = {"step", "epoch", "elapsed_s", "test"}
-    parts = [f"step {row['step']:>6}"]
-    for name, value in row.items():
-        if name not in skip:
+    """One line for a history row (or metrics): every number, the step first."""
+    skip = {"epoch", "elapsed_s", "test"}
+    parts = [f"step {row['step']:>6}"] if "step" in row else []
+    for name, value in scalars(row).items():
+        if name not in skip | {"step"}:
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
     return " | ".join(parts)
 
@@ -362,8 +367,8 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
                 if config.print_logs:
                     bar.write(format_row(row))
             if evaluate_now:
-                run.history[-1]["test"] = task.evaluate()
-                bar.write(f"step {run.step}: test {run.history[-1]['test']}")
+                run.history[-1]["test"] = scalars(task.evaluate())
+                bar.write(f"step {run.step}: test {format_row(run.history[-1]['test'])}")
             if run.step % config.checkpoint_every == 0 or interrupted.is_set():
                 checkpoints.save(run)
             if interrupted.is_set():

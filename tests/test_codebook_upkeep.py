@@ -1,4 +1,4 @@
-"""Chapter 7's codebook care: the EMA update, dead-code restarts, k-means init, state dicts.
+"""Chapter 7's codebook upkeep: the EMA update, dead-code restarts, k-means init, state dicts.
 
 Each test breaks if the mechanism it names is broken: the EMA formula (decay, bias correction,
 Laplace smoothing), the order "quantise, then update", buffers instead of parameters, no update
@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from vqvae_lite.codebook import nearest_codes
-from vqvae_lite.codebook_care import (
-    EMAVectorQuantizer,
-    init_codebook,
+from vqvae_lite.codebook_upkeep import (
+    EMAQuantizerWithUpkeep,
     kmeans,
     restart_dead_codes,
+    variants,
 )
+from vqvae_lite.ema import EMAVectorQuantizer
 from vqvae_lite.losses import vqvae_loss
 from vqvae_lite.model import VQVAE, ModelConfig
-from vqvae_lite.quantizer import VectorQuantizer
+from vqvae_lite.quantizer import QUANTIZERS, VectorQuantizer
 
 SMALL = dict(hidden=16, residual_hidden=8, embedding_dim=4, num_codes=16)
 
@@ -75,8 +76,8 @@ def test_ema_quantises_with_the_codebook_from_before_the_update():
 
 
 def test_ema_state_is_in_buffers_never_in_the_parameters():
-    model = VQVAE(ModelConfig(codebook_update="ema", ema_decay=0.9, **SMALL))
-    assert isinstance(model.quantizer, EMAVectorQuantizer)
+    model = VQVAE(ModelConfig(quantizer="ema", quantizer_options={"decay": 0.9}, **SMALL))
+    assert QUANTIZERS["ema"] is EMAQuantizerWithUpkeep
     assert model.quantizer.decay == 0.9
     parameters = dict(model.named_parameters())
     assert not [name for name in parameters if name.startswith("quantizer.")]
@@ -90,16 +91,20 @@ def test_ema_state_is_in_buffers_never_in_the_parameters():
 
 def test_a_gradient_codebook_is_a_parameter_and_ema_drops_only_the_codebook_term():
     assert "quantizer.codebook" in dict(VQVAE(ModelConfig(**SMALL)).named_parameters())
-    model = VQVAE(ModelConfig(codebook_update="ema", **SMALL))
+    model = VQVAE(ModelConfig(quantizer="ema", **SMALL))
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     out = model(x)
-    terms = vqvae_loss(out.x_hat, x, out.z_e, out.codes, 1.0, 0.25, learn_codebook=False)
-    torch.testing.assert_close(terms.total, terms.reconstruction + 0.25 * terms.commitment)
+    assert sorted(out.losses) == ["commitment"]
+    flat = out.z_e.detach().permute(0, 2, 3, 1).reshape(-1, 4)
+    codes = out.z_q.detach().permute(0, 2, 3, 1).reshape(-1, 4)  # codes before the update
+    torch.testing.assert_close(out.losses["commitment"], 0.25 * (flat - codes).square().mean())
+    terms = vqvae_loss(out.x_hat, x, out.losses, 1.0)
+    torch.testing.assert_close(terms.total, terms.reconstruction + out.losses["commitment"])
 
 
 def test_eval_mode_leaves_the_codebook_and_its_averages_untouched():
     torch.manual_seed(0)
-    model = VQVAE(ModelConfig(codebook_update="ema", **SMALL))
+    model = VQVAE(ModelConfig(quantizer="ema", **SMALL))
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     model.train()
     model(x)  # one training step so that the averages are not all zero
@@ -166,14 +171,16 @@ def test_kmeans_init_lowers_the_quantisation_error_of_a_fixed_batch():
         kmeans(z[:10], 32)
 
 
-@pytest.mark.parametrize("kind", ["gradient", "ema"])
-def test_init_codebook_sets_the_codebook_and_survives_the_first_ema_update(kind):
+@pytest.mark.parametrize("kind", ["vq-upkeep", "ema"])
+def test_kmeans_initialize_sets_the_codebook_and_survives_the_first_ema_update(kind):
     torch.manual_seed(0)
-    quantizer = VectorQuantizer(16, 4) if kind == "gradient" else EMAVectorQuantizer(16, 4)
+    quantizer = QUANTIZERS[kind](num_codes=16, dim=4, kmeans_init=True)
     z = torch.randn(512, 4)
-    init_codebook(quantizer, z, iterations=5)
+    torch.manual_seed(1)
+    quantizer.initialize(lambda: z)
     fitted = quantizer.codebook.detach().clone()
-    assert torch.equal(fitted, kmeans(z, 16, iterations=5))
+    torch.manual_seed(1)
+    assert torch.equal(fitted, kmeans(z, 16, seed=int(torch.randint(2**31, ()))))
     if kind == "ema":
         out = quantizer(as_latents(z[:1].tolist()))  # one vector: 15 codes go unused
         unused = torch.arange(16) != out.indices.item()
@@ -190,31 +197,19 @@ def restart_every_third(model: VQVAE, x: torch.Tensor) -> None:
     restart_dead_codes(model.quantizer, dead, flat_latents(model, x), torch.Generator())
 
 
-def kmeans_then_restart(model: VQVAE, x: torch.Tensor) -> None:
-    init_codebook(model.quantizer, flat_latents(model, x))
-    restart_every_third(model, x)
-
-
-# The variants of chapter 7: codebook update, and what happens to the codebook before a step.
-VARIANTS = {
-    "plain VQ": ("gradient", lambda model, x: None),
-    "EMA": ("ema", lambda model, x: None),
-    "EMA + restart": ("ema", restart_every_third),
-    "k-means + restart": ("gradient", kmeans_then_restart),
-    "EMA + k-means + restart": ("ema", kmeans_then_restart),
-}
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", list(variants(restart_dead_after=1)))
 def test_state_dicts_round_trip_for_every_variant(variant):
     torch.manual_seed(0)
-    update, prepare = VARIANTS[variant]
-    config = ModelConfig(codebook_update=update, **SMALL)
+    config = variants(restart_dead_after=1)[variant]
+    config = ModelConfig(
+        quantizer=config.quantizer, quantizer_options=config.quantizer_options, **SMALL
+    )
     model = VQVAE(config)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        prepare(model, x)
-        model(x)  # a training-mode forward: moves the EMA state
+        model.quantizer.initialize(lambda: flat_latents(model, x))
+        out = model(x)  # a training-mode forward: moves the EMA state
+        model.quantizer.upkeep(out.z_e, out.indices)  # restarts fire after one unused step
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
@@ -226,3 +221,20 @@ def test_state_dicts_round_trip_for_every_variant(variant):
         a, b = model(x), copy(x)  # the next training step continues identically
     assert torch.equal(a.x_hat, b.x_hat) and torch.equal(a.indices, b.indices)
     assert torch.equal(model.quantizer.codebook, copy.quantizer.codebook)
+    with torch.no_grad():  # the restart generator's state came back too
+        model.quantizer.upkeep(a.z_e, a.indices), copy.quantizer.upkeep(b.z_e, b.indices)
+    assert torch.equal(model.quantizer.codebook, copy.quantizer.codebook)
+
+
+@pytest.mark.parametrize("kind", ["vq-upkeep", "ema"])
+def test_upkeep_counts_unused_steps_and_restarts_after_the_threshold(kind):
+    torch.manual_seed(0)
+    quantizer = QUANTIZERS[kind](num_codes=8, dim=2, restart_dead_after=3)
+    z_e = as_latents([[1.0, 1.0]] * 4)
+    indices = torch.zeros(1, 1, 4, dtype=torch.int64)  # only code 0 is ever used
+    assert [quantizer.upkeep(z_e, indices) for _ in range(4)] == [0, 0, 7, 0]
+    assert quantizer.unused_for.tolist() == [0] + [1] * 7
+    plain = QUANTIZERS[kind](num_codes=8, dim=2)  # restart_dead_after=0: never
+    assert sum(plain.upkeep(z_e, indices) for _ in range(5)) == 0
+    with pytest.raises(ValueError, match="restart_dead_after must be >= 0"):
+        QUANTIZERS[kind](num_codes=8, dim=2, restart_dead_after=-1)
