@@ -2,7 +2,7 @@
 
     python benchmarks/codebook_variants.py [--steps 300] [--batch-size 128] [--data PATH]
 
-Trains each variant of `vqvae_lite.codebook_care.VARIANTS` (plain VQ, EMA, EMA + dead-code
+Trains each variant of `vqvae_lite.codebook_upkeep.variants()` (plain VQ, EMA, EMA + dead-code
 restarts, k-means init + restarts) one after the other with `vqvae_lite.train.train`, from the
 CPU preset with the same seed, batch size and number of steps, and prints a table of test-split
 PSNR, NMSE, perplexity, codes used and wall time. The baseline is plain VQ of the same run: the
@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import torch
 
-from vqvae_lite.codebook_care import VARIANTS
+from vqvae_lite.codebook_upkeep import variants
 from vqvae_lite.data import load_cifar10
-from vqvae_lite.model import ModelConfig
-from vqvae_lite.train import PRESETS, hardware, resolve_device, train
+from vqvae_lite.loop import hardware, resolve_device
+from vqvae_lite.train import PRESETS, train
 
 STEPS_ENV = "VQVAE_LITE_STEPS"  # the chapter reads the same variable
 
@@ -30,8 +30,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=PRESETS["cpu"].batch_size)
     parser.add_argument("--data", help="image folder or .tar.gz (default: as load_cifar10)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
-    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--restart-dead-after", type=int, default=20, metavar="STEPS")
+    names = list(variants())
+    parser.add_argument("--variants", nargs="*", choices=names, default=names)
     args = parser.parse_args()
+    configs = variants(args.restart_dead_after)
 
     splits = load_cifar10(args.data)
     base = replace(
@@ -50,9 +53,8 @@ def main() -> None:
     )
     rows = []
     for name in args.variants:
-        model_fields, train_fields = VARIANTS[name]
         start = time.perf_counter()
-        result = train(ModelConfig(**model_fields), replace(base, **train_fields), splits)
+        result = train(configs[name], base, splits)
         rows.append((name, result.test, time.perf_counter() - start, result.wall_time_s))
         print(f"{name}: done in {rows[-1][2]:.0f} s", flush=True)
 

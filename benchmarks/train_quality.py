@@ -28,10 +28,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from vqvae_lite.codebook_upkeep import DEFAULT_MODELS
 from vqvae_lite.data import cache_dir, find_offline_copy, load_cifar10, training_variance
+from vqvae_lite.loop import hardware, resolve_device
 from vqvae_lite.metrics import evaluate
-from vqvae_lite.model import ModelConfig
-from vqvae_lite.train import PRESETS, hardware, resolve_device, train
+from vqvae_lite.train import PRESETS, train
 
 FLOP_PER_IMAGE = 264e6  # forward + backward of the model at 32x32 (GUIDE §2 sizes)
 PEAK_FLOPS = 170e9  # these 2 AVX2 cores, FP32 (a 630 img/s ceiling)
@@ -195,7 +196,7 @@ def main() -> None:
             PRESETS["cpu"], device="cpu", steps=10**9, time_budget_s=args.seconds,
             checkpoint_every=10**9,
         )  # fmt: skip
-        result = train(ModelConfig(codebook_update="ema"), config, splits)
+        result = train(DEFAULT_MODELS["cpu"], config, splits)
         test = evaluate(result.model, splits.test, variance)
         seconds = result.wall_time_s
         rows.append(report("vqvae-lite cpu preset", result.steps, config.batch_size, seconds, test))
