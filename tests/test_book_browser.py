@@ -10,6 +10,7 @@ checks what a reader sees:
   description labels;
 - the console shows no JavaScript error and no resource fails to load;
 - no request goes anywhere but the local server: the book is self-contained;
+- no code block or output needs horizontal scrolling: every line fits the content column;
 - every chapter has Colab and Binder buttons for the repository that `_config.yml` names.
 
 Debian's Chromium (`apt-get install -y chromium`) is driven through the DevTools protocol by
@@ -169,6 +170,15 @@ WIDGET_VIEWS = f"""() => [...document.querySelectorAll('script[type="{WIDGET_VIE
     }})"""
 
 
+# Code blocks and outputs wider than their box: the first line of each, for the message.
+TOO_WIDE = """() => [...document.querySelectorAll("article pre")]
+    .filter((pre) => pre.scrollWidth > pre.clientWidth + 1)
+    .map((pre) => {
+        const lines = pre.textContent.split("\\n");
+        return lines.reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 120);
+    })"""
+
+
 def widget_descriptions(state: dict, model_id: str) -> list[str]:
     """The description labels of a saved widget and of every widget inside it."""
     found, todo, seen = [], [model_id], set()
@@ -247,11 +257,13 @@ def test_page_renders_offline(site, browser, page_name):
     images = page.evaluate(LOAD_IMAGES)
     math = page.evaluate(TYPESET_MATH)  # after the widgets: their labels may hold math too
     views = page.evaluate(WIDGET_VIEWS)
+    too_wide = page.evaluate(TOO_WIDE)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=SCREENSHOTS / f"{page_name.replace('/', '__')}.png", full_page=True)
     page.close()
 
     assert not foreign, f"{page_name} asks other hosts for: {foreign} (the book must be offline)"
+    assert not too_wide, f"{page_name}: code wider than the page, longest lines: {too_wide}"
     broken = [image["src"] for image in images if image["width"] == 0]
     assert not broken, f"{page_name}: images that did not load: {broken}"
     if math["elements"]:
