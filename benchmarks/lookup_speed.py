@@ -1,11 +1,12 @@
-"""Speed of the codebook lookup: vqvae-lite's chunked distances + index gather against the seed's
-one-hot lookup, in the same run. Prints the time per call of each and the ratio (not a test).
+"""Speed of the codebook lookup: vqvae-lite's chunked distances + index gather against
+MishaLaskin/vqvae's one-hot lookup, in the same run. Prints the time per call of each and the
+ratio (not a test).
 
     python benchmarks/lookup_speed.py [--repeats 20]
 
-The seed builds a (N, K) one-hot matrix with scatter_ and multiplies it by the codebook; vqvae-lite
-indexes the codebook with the argmin (chapter 2). Both compute the same distances and pick the same
-codes; the benchmark checks that before timing.
+MishaLaskin/vqvae builds a (N, K) one-hot matrix with scatter_ and multiplies it by the codebook;
+vqvae-lite indexes the codebook with the argmin (chapter 2). Both compute the same distances and
+pick the same codes; the benchmark checks that before timing.
 """
 
 import argparse
@@ -16,8 +17,8 @@ import torch
 from vqvae_lite.codebook import lookup, nearest_codes
 
 
-def seed_lookup(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """The seed's lookup: full distance matrix, argmin, one-hot (N, K), matmul with the codebook."""
+def mishalaskin_lookup(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """MishaLaskin/vqvae's lookup: distances, argmin, one-hot (N, K), matmul with the codebook."""
     distances = (
         (z**2).sum(dim=1, keepdim=True) + (codebook**2).sum(dim=1) - 2 * z @ codebook.t()
     )  # (N, K)
@@ -43,14 +44,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"{'N x K (D=64)':>16} {'seed one-hot':>14} {'vqvae-lite':>12} {'speed-up':>9}")
+    print(f"{'N x K (D=64)':>16} {'one-hot':>14} {'vqvae-lite':>12} {'speed-up':>9}")
     for n, k in [(2048, 512), (32768, 512), (32768, 8192)]:
         z, codebook = torch.randn(n, 64), torch.randn(k, 64)
-        assert torch.allclose(seed_lookup(z, codebook), ours(z, codebook))
-        seed = seconds_per_call(seed_lookup, z, codebook, args.repeats)
+        assert torch.allclose(mishalaskin_lookup(z, codebook), ours(z, codebook))
+        reference = seconds_per_call(mishalaskin_lookup, z, codebook, args.repeats)
         lite = seconds_per_call(ours, z, codebook, args.repeats)
         size = f"{n} x {k}"
-        print(f"{size:>16} {seed * 1e3:>11.2f} ms {lite * 1e3:>9.2f} ms {seed / lite:>8.2f}x")
+        print(
+            f"{size:>16} {reference * 1e3:>11.2f} ms {lite * 1e3:>9.2f} ms "
+            f"{reference / lite:>8.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Training quality and speed for the same wall-clock budget: vqvae-lite's CPU preset against a
-reproduction of the seed's training, in the same run, on the offline CIFAR-10 copy.
+reproduction of MishaLaskin/vqvae's training, in the same run, on the offline CIFAR-10 copy.
 
-    python benchmarks/train_quality.py [--seconds 300] [--data PATH] [--only lite|seed]
+    python benchmarks/train_quality.py [--seconds 300] [--data PATH] [--only lite|mishalaskin]
 
 (a) vqvae-lite: `vqvae_lite.train.train` with the CPU preset (EMA codebook, dead-code restarts,
     batch 128, Adam with warmup and cosine decay, data resident as uint8), stopped by the budget.
-(b) the seed: the widely copied PyTorch VQ-VAE trained as published, written out below and
-    labelled as such, with GUIDE §2's architecture and its bugs 1-5.
+(b) MishaLaskin/vqvae: the widely copied PyTorch VQ-VAE trained as published, written out below
+    and labelled as such, with its architecture and the five mistakes of its training code.
 
 Both are measured on the test split with the same `vqvae_lite.metrics.evaluate` and the true
 training-scale variance. Prints, for each: steps, img/s, the fraction of this CPU's peak, test
@@ -34,19 +34,19 @@ from vqvae_lite.loop import hardware, resolve_device
 from vqvae_lite.metrics import evaluate
 from vqvae_lite.train import PRESETS, train
 
-FLOP_PER_IMAGE = 264e6  # forward + backward of the model at 32x32 (GUIDE §2 sizes)
+FLOP_PER_IMAGE = 264e6  # forward + backward of the model at 32x32 (MishaLaskin/vqvae sizes)
 PEAK_FLOPS = 170e9  # these 2 AVX2 cores, FP32 (a 630 img/s ceiling)
 
 
-# ==== (b) The seed's training, reproduced as published: GUIDE §2's model WITH bugs 1-5 ==========
+# ==== (b) MishaLaskin/vqvae's training, reproduced as published, mistakes included =============
 # This is deliberately NOT vqvae-lite's code. Each bug is marked where it lives.
 
 
-class SeedResidualLayer(nn.Module):
+class MishaLaskinResidualLayer(nn.Module):
     def __init__(self, in_dim, h_dim, res_h_dim):
         super().__init__()
         self.res_block = nn.Sequential(
-            nn.ReLU(True),  # bug 3: in-place ReLU first, so the skip path adds relu(x), not x
+            nn.ReLU(True),  # mistake: in-place ReLU first, so the skip path adds relu(x), not x
             nn.Conv2d(in_dim, res_h_dim, kernel_size=3, stride=1, padding=1, bias=False),
             nn.ReLU(True),
             nn.Conv2d(res_h_dim, h_dim, kernel_size=1, stride=1, bias=False),
@@ -56,11 +56,12 @@ class SeedResidualLayer(nn.Module):
         return x + self.res_block(x)
 
 
-class SeedResidualStack(nn.Module):
+class MishaLaskinResidualStack(nn.Module):
     def __init__(self, in_dim, h_dim, res_h_dim, n_res_layers):
         super().__init__()
-        # bug 2: one layer repeated, so the n layers share their weights
-        self.stack = nn.ModuleList([SeedResidualLayer(in_dim, h_dim, res_h_dim)] * n_res_layers)
+        # mistake: one layer repeated, so the n layers share their weights
+        layer = MishaLaskinResidualLayer(in_dim, h_dim, res_h_dim)
+        self.stack = nn.ModuleList([layer] * n_res_layers)
 
     def forward(self, x):
         for layer in self.stack:
@@ -68,7 +69,7 @@ class SeedResidualStack(nn.Module):
         return F.relu(x)
 
 
-class SeedVQVAE(nn.Module):
+class MishaLaskinVQVAE(nn.Module):
     def __init__(self, h_dim=128, res_h_dim=32, n_res_layers=2, n_embeddings=512, embedding_dim=64):
         super().__init__()
         beta = 0.25
@@ -76,14 +77,14 @@ class SeedVQVAE(nn.Module):
             nn.Conv2d(3, h_dim // 2, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(h_dim // 2, h_dim, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(h_dim, h_dim, 3, stride=1, padding=1),
-            SeedResidualStack(h_dim, h_dim, res_h_dim, n_res_layers),
+            MishaLaskinResidualStack(h_dim, h_dim, res_h_dim, n_res_layers),
         )  # fmt: skip
         self.pre_quantization_conv = nn.Conv2d(h_dim, embedding_dim, kernel_size=1, stride=1)
         self.embedding = nn.Embedding(n_embeddings, embedding_dim)
         self.embedding.weight.data.uniform_(-1.0 / n_embeddings, 1.0 / n_embeddings)
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(embedding_dim, h_dim, 3, stride=1, padding=1),
-            SeedResidualStack(h_dim, h_dim, res_h_dim, n_res_layers),
+            MishaLaskinResidualStack(h_dim, h_dim, res_h_dim, n_res_layers),
             nn.ConvTranspose2d(h_dim, h_dim // 2, 4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(h_dim // 2, 3, 4, stride=2, padding=1),
         )  # fmt: skip
@@ -101,7 +102,7 @@ class SeedVQVAE(nn.Module):
         min_encodings = torch.zeros(min_encoding_indices.shape[0], self.n_e, device=x.device)
         min_encodings.scatter_(1, min_encoding_indices, 1)  # the one-hot lookup, (N, K)
         z_q = torch.matmul(min_encodings, self.embedding.weight).view(z.shape)
-        # bug 1: the codebook and commitment terms swapped, so beta weights the codebook term
+        # mistake: the codebook and commitment terms swapped, so beta weights the codebook term
         loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
         z_q = z + (z_q - z).detach()
         x_hat = self.decoder(z_q.permute(0, 3, 1, 2).contiguous())
@@ -110,22 +111,22 @@ class SeedVQVAE(nn.Module):
         return loss, x_hat, perplexity, min_encoding_indices.view(z.shape[:3])
 
 
-def seed_training(train_folder: Path, train_images: torch.Tensor, seconds: float) -> tuple:
-    """The seed's main loop for `seconds`: batch 32, Adam 3e-4 with amsgrad, a fresh DataLoader
-    iterator every step (bug 5) over an ImageFolder with per-image ToTensor + Normalize."""
+def mishalaskin_training(train_folder: Path, train_images: torch.Tensor, seconds: float) -> tuple:
+    """MishaLaskin/vqvae's main loop for `seconds`: batch 32, Adam 3e-4 with amsgrad, a fresh
+    DataLoader iterator every step over an ImageFolder with per-image ToTensor + Normalize."""
     torch.manual_seed(0)
     transform = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
     )
     training_data = datasets.ImageFolder(train_folder, transform=transform)
     training_loader = DataLoader(training_data, batch_size=32, shuffle=True, pin_memory=False)
-    x_train_var = np.var(train_images.numpy() / 255.0)  # bug 4: variance on [0, 1] pixels
-    model = SeedVQVAE()
+    x_train_var = np.var(train_images.numpy() / 255.0)  # mistake: variance on [0, 1] pixels
+    model = MishaLaskinVQVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, amsgrad=True)
     model.train()
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        (x, _) = next(iter(training_loader))  # bug 5: a new iterator (and permutation) per step
+        (x, _) = next(iter(training_loader))  # mistake: a new iterator (and permutation) per step
         optimizer.zero_grad()
         embedding_loss, x_hat, perplexity, _ = model(x)
         recon_loss = torch.mean((x_hat - x) ** 2) / x_train_var  # trains on [-1, 1]: 4x weight
@@ -136,15 +137,16 @@ def seed_training(train_folder: Path, train_images: torch.Tensor, seconds: float
     return model, steps, time.perf_counter() - start
 
 
-class SeedForEvaluation(nn.Module):
-    """Presents the seed's outputs as `vqvae_lite.metrics.evaluate` expects them."""
+class MishaLaskinForEvaluation(nn.Module):
+    """Presents MishaLaskin/vqvae's outputs as `vqvae_lite.metrics.evaluate` expects them."""
 
-    def __init__(self, seed_model: SeedVQVAE):
+    def __init__(self, reference_model: MishaLaskinVQVAE):
         super().__init__()
-        self.seed_model, self.config = seed_model, SimpleNamespace(num_codes=seed_model.n_e)
+        self.reference_model = reference_model
+        self.config = SimpleNamespace(num_codes=reference_model.n_e)
 
     def forward(self, x):
-        _, x_hat, _, indices = self.seed_model(x.contiguous())
+        _, x_hat, _, indices = self.reference_model(x.contiguous())
         return SimpleNamespace(x_hat=x_hat, indices=indices)
 
 
@@ -152,7 +154,8 @@ class SeedForEvaluation(nn.Module):
 
 
 def extracted_train_folder(archive: Path) -> Path:
-    """The offline copy's train/ folder, extracted once into the cache (the seed reads files)."""
+    """The offline copy's train/ folder, extracted once into the cache (the reference reads files
+    one by one)."""
     folder = cache_dir() / "benchmark-imagefolder"
     if not (folder / "done").is_file():
         with tarfile.open(archive) as tar:
@@ -177,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="training budget of each")
     parser.add_argument("--data", help="offline copy (default: shared/data/cifar10-jpeg.tar.gz)")
-    parser.add_argument("--only", choices=["lite", "seed"], help="run one side only")
+    parser.add_argument("--only", choices=["lite", "mishalaskin"], help="run one side only")
     args = parser.parse_args()
     archive = Path(args.data) if args.data else find_offline_copy()
     if archive is None:
@@ -191,7 +194,7 @@ def main() -> None:
         flush=True,
     )
     rows = []
-    if args.only != "seed":
+    if args.only != "mishalaskin":
         config = replace(
             PRESETS["cpu"], device="cpu", steps=10**9, time_budget_s=args.seconds,
             checkpoint_every=10**9,
@@ -202,25 +205,25 @@ def main() -> None:
         rows.append(report("vqvae-lite cpu preset", result.steps, config.batch_size, seconds, test))
     if args.only != "lite":
         folder = extracted_train_folder(archive)
-        model, steps, seconds = seed_training(folder, splits.train, args.seconds)
-        test = evaluate(SeedForEvaluation(model), splits.test, variance)
-        rows.append(report("seed reproduction", steps, 32, seconds, test))
+        model, steps, seconds = mishalaskin_training(folder, splits.train, args.seconds)
+        test = evaluate(MishaLaskinForEvaluation(model), splits.test, variance)
+        rows.append(report("MishaLaskin reproduction", steps, 32, seconds, test))
     if len(rows) == 2:
-        lite, seed = rows
+        lite, reference = rows
         # fmt: off
-        print("\n| | vqvae-lite cpu preset | seed reproduction | ratio / difference |")
+        print("\n| | vqvae-lite cpu preset | MishaLaskin reproduction | ratio / difference |")
         print("|---|---|---|---|")
-        print(f"| steps | {lite['steps']} | {seed['steps']} | |")
-        print(f"| img/s | {lite['rate']:.0f} | {seed['rate']:.0f} | "
-              f"{lite['rate'] / seed['rate']:.2f}x |")
-        print(f"| fraction of peak | {lite['peak']:.0%} | {seed['peak']:.0%} | |")
-        print(f"| test NMSE | {lite['nmse']:.4f} | {seed['nmse']:.4f} | "
-              f"{lite['nmse'] / seed['nmse']:.2f}x |")
-        print(f"| test PSNR (dB) | {lite['psnr']:.2f} | {seed['psnr']:.2f} | "
-              f"{lite['psnr'] - seed['psnr']:+.2f} dB |")
-        print(f"| perplexity | {lite['perplexity']:.1f} | {seed['perplexity']:.1f} | |")
-        print(f"| codes used (of 512) | {lite['codes_used']} | {seed['codes_used']} | |")
-        print("targets: PSNR >= seed + 5 dB, codes used >= 500, img/s >= 1.3x seed")
+        print(f"| steps | {lite['steps']} | {reference['steps']} | |")
+        print(f"| img/s | {lite['rate']:.0f} | {reference['rate']:.0f} | "
+              f"{lite['rate'] / reference['rate']:.2f}x |")
+        print(f"| fraction of peak | {lite['peak']:.0%} | {reference['peak']:.0%} | |")
+        print(f"| test NMSE | {lite['nmse']:.4f} | {reference['nmse']:.4f} | "
+              f"{lite['nmse'] / reference['nmse']:.2f}x |")
+        print(f"| test PSNR (dB) | {lite['psnr']:.2f} | {reference['psnr']:.2f} | "
+              f"{lite['psnr'] - reference['psnr']:+.2f} dB |")
+        print(f"| perplexity | {lite['perplexity']:.1f} | {reference['perplexity']:.1f} | |")
+        print(f"| codes used (of 512) | {lite['codes_used']} | {reference['codes_used']} | |")
+        print("targets: PSNR >= MishaLaskin + 5 dB, codes used >= 500, img/s >= 1.3x MishaLaskin")
         # fmt: on
 
 

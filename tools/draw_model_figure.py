@@ -2,7 +2,8 @@
 
     python tools/draw_model_figure.py            # writes book/figures/model.svg
 
-The shapes are those of GUIDE §2 for a batch of 32 CIFAR-10 images (h = 128, D = 64, K = 512).
+The shapes are those of the book's model (MishaLaskin/vqvae's sizes) for a batch of 32 CIFAR-10
+images (h = 128, D = 64, K = 512).
 The output is deterministic (fixed SVG ids, no date), so re-running it changes no byte unless
 this script changed.
 """
