@@ -247,6 +247,7 @@ def weights_are_finite(run: Run) -> bool:
     """True when every weight and optimiser moment is finite: only then is a state worth saving."""
     tensors = list(run.task.model.state_dict().values())
     tensors += [v for s in run.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    tensors = [t for t in tensors if torch.is_tensor(t)]  # not a module's extra state
     return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
 
 
