@@ -70,6 +70,7 @@ def config(batch_size: int) -> TrainConfig:
 SCENARIOS = {  # name: (model, sync_codebook, broadcast_buffers)
     "synced": (EMA, True, False),
     "synced, k-means and restarts": (RESTARTS, True, False),
+    "synced, DDP's buffer copy": (EMA, True, True),
     "no all-reduce": (EMA, False, False),
     "no all-reduce, DDP's buffer copy": (EMA, False, True),
 }
@@ -108,7 +109,9 @@ def largest_difference(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in tensors)
 
 
-@pytest.mark.parametrize("name", ["synced", "synced, k-means and restarts"])
+@pytest.mark.parametrize(
+    "name", ["synced", "synced, k-means and restarts", "synced, DDP's buffer copy"]
+)
 def test_two_processes_train_what_one_process_with_twice_the_batch_trains(two, one, name):
     for rank in (0, 1):
         drift = (two[rank][name]["codebooks"] - one[name]["codebooks"]).abs().max()
