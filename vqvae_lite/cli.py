@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None, trainer=train, processes: int = 1) -> in
     `trainer` and the number of `processes` that train together.
     """
     if processes == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print("error: under torchrun, start `-m vqvae_lite`: its processes train together",
-              file=sys.stderr)
+        print(
+            "error: under torchrun, start `-m vqvae_lite`: its processes train together",
+            file=sys.stderr,
+        )
         return 1
     args_parser = parser()
     args = args_parser.parse_args(argv)
