@@ -6,6 +6,7 @@ the training it runs, chapter 7 the codebook variants that its flags choose.
 """
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -76,8 +77,18 @@ def configs(args: argparse.Namespace, error) -> tuple[str, object, object]:
     return preset, config, replace(model_config, quantizer=quantizer, quantizer_options=options)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train, evaluate, checkpoint, resume; returns the exit status."""
+def main(argv: list[str] | None = None, trainer=train, processes: int = 1) -> int:
+    """Train, evaluate, checkpoint, resume; returns the exit status.
+
+    Under torchrun, appendix 11's `vqvae_lite.distributed.main` calls this with its own
+    `trainer` and the number of `processes` that train together.
+    """
+    if processes == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(
+            "error: under torchrun, start `-m vqvae_lite`: its processes train together",
+            file=sys.stderr,
+        )
+        return 1
     args_parser = parser()
     args = args_parser.parse_args(argv)
     preset, config, model_config = configs(args, args_parser.error)
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{splits.source}: {len(splits.train)} training and {len(splits.test)} test images")
         print(f"preset {preset} on {hardware(resolve_device(config.device))}: {config}")
         print(f"model: {model_config}")
-        result = train(model_config, config, splits, out, args.resume)
+        result = trainer(model_config, config, splits, out, args.resume)
     except (
         FileNotFoundError,
         FileExistsError,
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    images = result.steps * config.batch_size
+    images = result.steps * config.batch_size * processes
     print(f"trained {result.steps} steps ({images} images) in {result.wall_time_s:.0f} s")
     codes = result.model.quantizer.num_codes
     print(f"test ({len(splits.test)} images): {format_metrics(result.test)} of {codes}")

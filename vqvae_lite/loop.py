@@ -131,6 +131,8 @@ class Task:
     model: nn.Module
     batches: object
     identity: dict
+    processes: int = 1  # processes that train it together, each on its own batch (appendix 11)
+    main_process: bool = True  # the one of them that shows progress, prints and saves
 
     def loss(self, batch: Tensor) -> StepOutput:
         raise NotImplementedError
@@ -149,6 +151,11 @@ class Task:
     def evaluate(self) -> dict:
         """Metrics on held-out data, at `eval_every` and after the last step."""
         return {}
+
+    def agree(self, elapsed_s: float, interrupted: bool) -> tuple[float, bool]:
+        """The clock and the interrupt that every process acts on: one process keeps its own;
+        several (appendix 11) agree, so that they stop and schedule at the same step."""
+        return elapsed_s, interrupted
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -240,6 +247,7 @@ def weights_are_finite(run: Run) -> bool:
     """True when every weight and optimiser moment is finite: only then is a state worth saving."""
     tensors = list(run.task.model.state_dict().values())
     tensors += [v for s in run.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    tensors = [t for t in tensors if torch.is_tensor(t)]  # not a module's extra state
     return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
 
 
@@ -266,8 +274,9 @@ def deferred_interrupt():
 class Checkpoints:
     """Where a run is saved: refuses to overwrite a finished run, loads one to resume."""
 
-    def __init__(self, out: str | Path | None, resume: bool):
+    def __init__(self, out: str | Path | None, resume: bool, write: bool = True):
         self.path = None if out is None else Path(out) / CHECKPOINT
+        self.write = write  # False: check and load, but leave the writing to another process
         if resume and self.path is None:
             raise ValueError("resume=True needs the `out` folder that holds the checkpoint")
         if not resume and self.path is not None and self.path.exists():
@@ -288,7 +297,8 @@ class Checkpoints:
             raise NonFiniteLossError(
                 f"the weights became NaN or inf by step {run.step}; {self.kept()}"
             )
-        save_checkpoint(self.path, run.state_dict())
+        if self.write:
+            save_checkpoint(self.path, run.state_dict())
         self.last_step = run.step
 
     def kept(self) -> str:
@@ -305,7 +315,8 @@ def log_row(run: Run, lr: float) -> dict:
     config, window = run.config, run.window
     row = dict(step=run.step, epoch=run.task.batches.epoch, learning_rate=lr)
     row |= run.task.summarize(window.sums, window.steps)
-    row |= dict(elapsed_s=run.elapsed_s, images_per_s=window.images_per_s(config.batch_size))
+    images = config.batch_size * run.task.processes  # one batch of every process
+    row |= dict(elapsed_s=run.elapsed_s, images_per_s=window.images_per_s(images))
     run.history.append(row)
     run.window = LogWindow()
     return row
@@ -333,7 +344,7 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
     exactly. A missing, corrupt or mismatched checkpoint raises CheckpointError first.
     """
     device = next(task.model.parameters()).device
-    checkpoints = Checkpoints(out, resume)
+    checkpoints = Checkpoints(out, resume, write=task.main_process)
     checkpoints.check(task.identity, config)
     fused = device.type == "cuda"
     optimizer = torch.optim.Adam(task.model.parameters(), lr=config.learning_rate, fused=fused)
@@ -344,7 +355,14 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
         task.start()
     start = time.perf_counter() - run.elapsed_s
     task.model.train()
-    bar = tqdm(total=config.steps, initial=run.step, desc="training", unit="step")
+    bar = tqdm(
+        total=config.steps,
+        initial=run.step,
+        desc="training",
+        unit="step",
+        disable=not task.main_process,
+    )
+    say = bar.write if task.main_process else lambda text: None
     with bar, deferred_interrupt() as interrupted:
         while run.step < config.steps:
             lr = learning_rate(config, run.step, run.elapsed_s)
@@ -356,7 +374,7 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
                 raise NonFiniteLossError(f"{error}: {checkpoints.kept()}") from None
             run.window.add(step.logs | task.after_step(step))
             run.step += 1
-            run.elapsed_s = time.perf_counter() - start
+            run.elapsed_s, stop = task.agree(time.perf_counter() - start, interrupted.is_set())
             bar.update()
             out_of_time = config.time_budget_s is not None and run.elapsed_s >= config.time_budget_s
             last = run.step == config.steps or out_of_time
@@ -365,15 +383,15 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
                 row = log_row(run, lr)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k == "loss"})
                 if config.print_logs:
-                    bar.write(format_row(row))
+                    say(format_row(row))
             if evaluate_now:
                 run.history[-1]["test"] = scalars(task.evaluate())
-                bar.write(f"step {run.step}: test {format_row(run.history[-1]['test'])}")
-            if run.step % config.checkpoint_every == 0 or interrupted.is_set():
+                say(f"step {run.step}: test {format_row(run.history[-1]['test'])}")
+            if run.step % config.checkpoint_every == 0 or stop:
                 checkpoints.save(run)
-            if interrupted.is_set():
+            if stop:
                 saved = f"; resume from {checkpoints.path}" if checkpoints.path else ""
-                bar.write(f"interrupted after step {run.step}{saved}")
+                say(f"interrupted after step {run.step}{saved}")
                 raise KeyboardInterrupt
             if out_of_time:
                 break
