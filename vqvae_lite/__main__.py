@@ -5,5 +5,5 @@ import sys
 
 from vqvae_lite.cli import main
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # not when run in a notebook
     sys.exit(main())
