@@ -16,7 +16,8 @@ from vqvae_lite.data import ImageSplits, ResidentBatches, load_cifar10, training
 from vqvae_lite.decoder import Decoder
 from vqvae_lite.ema import EMAVectorQuantizer
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
-from vqvae_lite.loop import StepOutput, Task, TrainConfig, fit
+from vqvae_lite.images import decode_codes, encode_image, load_image, reconstruct
+from vqvae_lite.loop import StepOutput, Task, TrainConfig, TrainingInterrupted, fit
 from vqvae_lite.losses import LossTerms, vqvae_loss
 from vqvae_lite.metrics import evaluate
 from vqvae_lite.model import VQVAE, ModelConfig
@@ -51,16 +52,21 @@ __all__ = [
     "StepOutput",
     "Task",
     "TrainConfig",
+    "TrainingInterrupted",
     "VectorQuantizer",
     "VectorQuantizerWithUpkeep",
     "build_quantizer",
     "codes_used",
+    "decode_codes",
+    "encode_image",
     "evaluate",
     "fit",
     "kmeans",
     "load_cifar10",
+    "load_image",
     "nearest_codes",
     "perplexity",
+    "reconstruct",
     "register_quantizer",
     "restart_dead_codes",
     "show_images",

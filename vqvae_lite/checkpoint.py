@@ -1,45 +1,85 @@
 # Generated from notebooks/06_training.ipynb by tools/export.py: edit the notebook.
-"""Checkpoints: a run's state written atomically, read back safely, checked on resume.
+"""Checkpoints: a run's state written atomically with a checksum, read back safely and
+checked on resume; the run's folder, checked and locked while a run trains in it.
 
-Chapter 6 (`notebooks/06_training.ipynb`) saves one, loads it back and resumes from it.
+Chapter 6 (`notebooks/06_training.ipynb`) saves one, loads it back and resumes from it; the
+appendix "Training for real" shows the lock and the checksum at work.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-FORMAT = "vqvae-lite checkpoint 2"
+try:
+    import fcntl  # Linux and macOS
+except ImportError:  # Windows: a run's folder is not locked
+    fcntl = None
+
+FORMAT = "vqvae-lite checkpoint 3"  # 3: with the sha256 of its contents
 REQUIRED = ("format", "identity", "train_config", "model", "step")
+LOCK = ".lock"  # in a run's folder, locked by the process that trains there
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or does not belong to the run that asked for it."""
+    """A checkpoint is missing, unreadable, damaged, or does not belong to the run that asked
+    for it; or its folder cannot take one."""
+
+
+def checksum(state: dict) -> str:
+    """sha256 over every tensor's bytes and every other value, dict keys in sorted order."""
+    digest = hashlib.sha256()
+
+    def add(name: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                add(f"{name}/{key}", value[key])
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        elif torch.is_tensor(value):
+            digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+            flat = value.detach().cpu().contiguous().reshape(-1)  # any layout -> values in order
+            digest.update(flat.view(torch.uint8).numpy())  # (N,) -> its N * itemsize bytes
+        else:
+            digest.update(f"{name}={value!r}".encode())
+
+    add("", state)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write `state` to `path` atomically: a temporary file beside it, synced, then renamed.
+    """Write `state` and its checksum to `path` atomically: a temporary file beside it, synced,
+    then renamed.
 
-    A crash mid-write leaves the previous checkpoint untouched, never half a file.
+    A crash mid-write leaves the previous checkpoint untouched, never half a file. The temporary
+    files of writes that were killed are removed by the next write that succeeds (a run's folder
+    has one writer: see `claim_folder`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    contents = {"format": FORMAT, **state}
+    contents["sha256"] = checksum(contents)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as file:
-            torch.save({"format": FORMAT, **state}, file)
+            torch.save(contents, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.partial"):  # from killed writes
+        leftover.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint with `torch.load(weights_only=True)`: tensors and plain data only.
 
     Raises CheckpointError, and changes nothing on disk, if the file is missing, truncated,
-    corrupt or not a vqvae-lite checkpoint.
+    corrupt, damaged (its contents no longer match their checksum) or not a vqvae-lite
+    checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -53,6 +93,11 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
+    if state.pop("sha256", None) != checksum(state):
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the checksum saved with them (a disk "
+            "or copy error?). Resume from another copy of it, or start the run again."
+        )
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
@@ -83,3 +128,40 @@ def check_resumable(state: dict, identity: dict, train_config: dict, same_run: l
             "the checkpoint belongs to another run; these settings differ (saved -> now):\n  "
             + "\n  ".join(differences)
         )
+
+
+def claim_folder(folder: str | Path):
+    """Make `folder`, check that files can be written in it, and lock it for this process.
+
+    Returns the open lock file: the lock holds until the file is closed or the process ends,
+    however it ends (killed too). CheckpointError, before any training, if the folder cannot
+    take files or another process holds it.
+    """
+    folder = Path(folder)
+    probe = folder / f".write-test.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+        lock = open(folder / LOCK, "a+")
+    except OSError as error:
+        problem = "is a file" if folder.is_file() else f"is not writable ({error.strerror})"
+        raise CheckpointError(
+            f"{folder} {problem}: choose a folder where checkpoints can be written"
+        ) from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise CheckpointError(
+                f"{folder} is in use: another training (pid {holder}) saves its checkpoints "
+                "there. Wait for it to end, or choose another folder."
+            ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from vqvae_lite.checkpoint import (
     CheckpointError,
     check_resumable,
+    claim_folder,
     load_checkpoint,
     save_checkpoint,
 )
@@ -231,9 +232,16 @@ class Run:
 
 
 def training_step(run: Run, batch: Tensor, device: torch.device) -> StepOutput:
-    """Forward and loss (under autocast), NaN guard, backward and one optimiser update."""
-    with autocast(device, run.config.amp):
-        step = run.task.loss(batch)
+    """Forward and loss (under autocast), divergence guard, backward and one optimiser update."""
+    try:
+        with autocast(device, run.config.amp):
+            step = run.task.loss(batch)
+    except ValueError as error:  # the model's own checks refuse NaN or inf inside it
+        if not diverged(run, batch, error):
+            raise
+        raise NonFiniteLossError(
+            f"the weights or activations became NaN or inf at step {run.step + 1}"
+        ) from error
     loss = step.loss.item()
     if not math.isfinite(loss):  # check before the update, so the weights stay good
         raise NonFiniteLossError(f"the loss became {loss} at step {run.step + 1}")
@@ -245,44 +253,92 @@ def training_step(run: Run, batch: Tensor, device: torch.device) -> StepOutput:
 
 def weights_are_finite(run: Run) -> bool:
     """True when every weight and optimiser moment is finite: only then is a state worth saving."""
-    tensors = list(run.task.model.state_dict().values())
-    tensors += [v for s in run.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-    tensors = [t for t in tensors if torch.is_tensor(t)]  # not a module's extra state
-    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+    tensors = list(run.task.model.state_dict().values())  # and any extra state, not a weight
+    tensors += [v for s in run.optimizer.state.values() for v in s.values()]
+    floats = [t for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+    return all(torch.isfinite(t).all() for t in floats)
+
+
+def diverged(run: Run, batch: Tensor, error: ValueError) -> bool:
+    """Whether the task's loss refused its values because training diverged, not its input:
+    the weights went NaN or inf, or a finite batch gave NaN or inf inside the model."""
+    inside = "finite" in str(error) and bool(torch.isfinite(batch).all())
+    return inside or not weights_are_finite(run)
+
+
+def divergence(what: str, kept: str, config: TrainConfig) -> NonFiniteLossError:
+    """The error for a run gone NaN or inf: what happened, what is kept, what to try."""
+    return NonFiniteLossError(
+        f"training diverged: {what}; {kept}. Try a lower learning rate (this run: "
+        f"{config.learning_rate:g}) or a longer warmup (this run: {config.warmup_steps} steps)."
+    )
+
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or SIGTERM; the message says what was saved."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum  # the command line exits with 128 + signum: 130 or 143
 
 
 @contextmanager
 def deferred_interrupt():
-    """First Ctrl-C (or notebook interrupt): finish the step and save; a second stops at once."""
-    requested = threading.Event()
+    """The first Ctrl-C, notebook interrupt or SIGTERM (a cluster's scheduler, `docker stop`,
+    `kill`): the loop finishes its step, saves and stops. A second signal stops at once.
+
+    Yields the list of the signals received so far.
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield requested
+        yield received
         return
 
     def handler(signum, frame):
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
+        received.append(signum)
+        if len(received) > 1:
+            name = STOP_SIGNALS[signum]
+            raise TrainingInterrupted(f"a second signal, {name}, stopped training at once", signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
-        yield requested
+        yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 class Checkpoints:
-    """Where a run is saved: refuses to overwrite a finished run, loads one to resume."""
+    """Where a run is saved, as a context manager: the folder is checked and locked before the
+    first step and unlocked at the end; a new run refuses to overwrite a finished one; a resumed
+    run loads the checkpoint; only finite states are written."""
 
     def __init__(self, out: str | Path | None, resume: bool, write: bool = True):
         self.path = None if out is None else Path(out) / CHECKPOINT
         self.write = write  # False: check and load, but leave the writing to another process
         if resume and self.path is None:
             raise ValueError("resume=True needs the `out` folder that holds the checkpoint")
-        if not resume and self.path is not None and self.path.exists():
-            raise FileExistsError(f"{self.path} exists: resume it, or choose another folder")
-        self.saved = load_checkpoint(self.path) if resume else None
+        owner = self.path is not None and write  # the writing process locks the folder
+        self.lock = claim_folder(self.path.parent) if owner else None
+        try:
+            if not resume and self.path is not None and self.path.exists():
+                raise FileExistsError(f"{self.path} exists: resume it, or choose another folder")
+            self.saved = load_checkpoint(self.path) if resume else None
+        except BaseException:
+            self.__exit__()
+            raise
         self.last_step = self.saved["step"] if self.saved else None
+
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        if self.lock is not None:  # closing the lock file unlocks the folder
+            self.lock.close()
+            self.lock = None
 
     def check(self, identity: dict, config: TrainConfig) -> None:
         """CheckpointError unless the saved run is this task with the same arithmetic."""
@@ -290,24 +346,23 @@ class Checkpoints:
             check_resumable(self.saved, identity, asdict(config), SAME_RUN)
 
     def save(self, run: Run) -> None:
-        """Write the run atomically, unless its weights went non-finite (then raise)."""
+        """Write the run atomically, unless its weights or Adam's moments went NaN or inf."""
         if self.path is None:
             return
         if not weights_are_finite(run):
-            raise NonFiniteLossError(
-                f"the weights became NaN or inf by step {run.step}; {self.kept()}"
-            )
+            what = f"the weights or Adam's moments became NaN or inf by step {run.step}"
+            raise divergence(what, self.kept(), run.config)
         if self.write:
             save_checkpoint(self.path, run.state_dict())
         self.last_step = run.step
 
     def kept(self) -> str:
+        """What is on disk now, for a message."""
+        if self.path is None:
+            return "nothing was saved (no `out` folder)"
         if self.last_step is None:
-            return "no checkpoint was written. Try a lower learning rate."
-        return (
-            f"the last good checkpoint (step {self.last_step}) is kept in {self.path}. "
-            "Try a lower learning rate."
-        )
+            return f"no checkpoint was written to {self.path.parent}"
+        return f"the last good checkpoint (step {self.last_step}) is kept in {self.path}"
 
 
 def log_row(run: Run, lr: float) -> dict:
@@ -337,44 +392,29 @@ def format_row(row: dict) -> str:
     return " | ".join(parts)
 
 
-def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: bool = False):
-    """Train `task.model` for `config.steps` steps (or the time budget) and return the Run.
-
-    With `out`, checkpoints go to `out/checkpoint.pt`; `resume=True` continues from there
-    exactly. A missing, corrupt or mismatched checkpoint raises CheckpointError first.
-    """
+def train_steps(run: Run, checkpoints: Checkpoints, signals: list[int]) -> bool:
+    """Train from `run.step` to the last step, the end of the time budget or a stop signal
+    (on any process); after the last step, evaluate and save. True when a signal stopped it."""
+    task, config = run.task, run.config
     device = next(task.model.parameters()).device
-    checkpoints = Checkpoints(out, resume, write=task.main_process)
-    checkpoints.check(task.identity, config)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(task.model.parameters(), lr=config.learning_rate, fused=fused)
-    run = Run(task, config, optimizer)
-    if checkpoints.saved is not None:
-        run.load_state_dict(checkpoints.saved, device)
-    else:
-        task.start()
     start = time.perf_counter() - run.elapsed_s
     task.model.train()
-    bar = tqdm(
-        total=config.steps,
-        initial=run.step,
-        desc="training",
-        unit="step",
-        disable=not task.main_process,
-    )
+    bar = tqdm(total=config.steps, initial=run.step, desc="training", unit="step",
+               disable=not task.main_process)  # fmt: skip
     say = bar.write if task.main_process else lambda text: None
-    with bar, deferred_interrupt() as interrupted:
-        while run.step < config.steps:
+    stop = False
+    with bar:
+        while run.step < config.steps and not stop:
             lr = learning_rate(config, run.step, run.elapsed_s)
-            for group in optimizer.param_groups:
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
             try:
                 step = training_step(run, next(task.batches), device)
             except NonFiniteLossError as error:
-                raise NonFiniteLossError(f"{error}: {checkpoints.kept()}") from None
+                raise divergence(str(error), checkpoints.kept(), config) from None
             run.window.add(step.logs | task.after_step(step))
             run.step += 1
-            run.elapsed_s, stop = task.agree(time.perf_counter() - start, interrupted.is_set())
+            run.elapsed_s, stop = task.agree(time.perf_counter() - start, bool(signals))
             bar.update()
             out_of_time = config.time_budget_s is not None and run.elapsed_s >= config.time_budget_s
             last = run.step == config.steps or out_of_time
@@ -389,12 +429,48 @@ def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: 
                 say(f"step {run.step}: test {format_row(run.history[-1]['test'])}")
             if run.step % config.checkpoint_every == 0 or stop:
                 checkpoints.save(run)
-            if stop:
-                saved = f"; resume from {checkpoints.path}" if checkpoints.path else ""
-                say(f"interrupted after step {run.step}{saved}")
-                raise KeyboardInterrupt
             if out_of_time:
                 break
-    run.test = task.evaluate()
-    checkpoints.save(run)
+    if not stop or run.step == config.steps:
+        run.test = task.evaluate()
+        checkpoints.save(run)
+    return stop
+
+
+def resume_or_start(task: Task, config: TrainConfig, checkpoints: Checkpoints) -> Run:
+    """A Run with Adam: continued from the saved state if there is one, else just started."""
+    device = next(task.model.parameters()).device
+    checkpoints.check(task.identity, config)
+    fused = device.type == "cuda"
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=config.learning_rate, fused=fused)
+    run = Run(task, config, optimizer)
+    if checkpoints.saved is not None:
+        run.load_state_dict(checkpoints.saved, device)
+    else:
+        task.start()
+    return run
+
+
+def fit(task: Task, config: TrainConfig, out: str | Path | None = None, resume: bool = False):
+    """Train `task.model` for `config.steps` steps (or the time budget) and return the Run.
+
+    With `out`, checkpoints go to `out/checkpoint.pt`, and the folder is checked and locked
+    first; `resume=True` continues from there exactly (a run already at `config.steps` is
+    returned as it is). A missing, damaged or mismatched checkpoint raises CheckpointError
+    before any step. Ctrl-C or SIGTERM: the step ends, the run is saved, and
+    TrainingInterrupted says where; a second signal stops at once, and says what is kept.
+    """
+    write = task.main_process  # under several processes, one writes
+    with deferred_interrupt() as signals, Checkpoints(out, resume, write) as checkpoints:
+        try:
+            run = resume_or_start(task, config, checkpoints)
+            stopped = run.step < config.steps and train_steps(run, checkpoints, signals)
+        except KeyboardInterrupt as error:  # a second signal: stopped at once
+            signum = getattr(error, "signum", signal.SIGINT)
+            what = str(error) or "interrupted"
+            raise TrainingInterrupted(f"{what}; {checkpoints.kept()}", signum) from None
+        if stopped:
+            signum = signals[0] if signals else signal.SIGINT  # another process's signal
+            what = f"stopped by {STOP_SIGNALS[signum]} after step {run.step}"
+            raise TrainingInterrupted(f"{what}; {checkpoints.kept()}", signum)
     return run
