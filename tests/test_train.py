@@ -349,11 +349,11 @@ def test_command_line_flags_choose_the_quantizer_and_its_options(
 
     monkeypatch.setattr(cli_module, "load_cifar10", lambda data, **kwargs: splits)
     monkeypatch.setattr(cli_module, "train", record_and_stop)
-    assert main(["--preset", "cpu", "--device", "cpu", *flags]) == 130
+    assert main(["--preset", "cpu", "--device", "cpu", "--batch-size", "8", *flags]) == 130
     assert chosen["model"].quantizer == quantizer
     assert chosen["model"].quantizer_options == options
     assert DEFAULT_MODELS["cpu"].quantizer_options == {"restart_dead_after": 20}  # untouched
-    expected = replace(PRESETS["cpu"], device="cpu", print_logs=True, **changes)
+    expected = replace(PRESETS["cpu"], device="cpu", print_logs=True, batch_size=8, **changes)
     assert chosen["run"] == expected
 
 
