@@ -110,7 +110,7 @@ def load_images(args: argparse.Namespace, batch_size: int) -> ImageSplits:
     return splits
 
 
-def main(argv: list[str] | None = None, trainer=train, processes: int = 1) -> int:
+def main(argv: list[str] | None = None, trainer=None, processes: int = 1) -> int:
     """Train, evaluate, checkpoint, resume; returns the exit status: 0 done, 1 an error that
     the message explains, 130 after Ctrl-C and 143 after SIGTERM (the run saved first).
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None, trainer=train, processes: int = 1) -> in
         splits = load_images(args, config.batch_size)
         print(f"preset {preset} on {hardware(device)}: {config}")
         print(f"model: {model_config}")
-        result = trainer(model_config, config, splits, out, args.resume)
+        result = (trainer or train)(model_config, config, splits, out, args.resume)
     except (OSError, ValueError, DataError, CheckpointError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
