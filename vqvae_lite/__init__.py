@@ -16,6 +16,7 @@ from vqvae_lite.data import ImageSplits, ResidentBatches, load_cifar10, training
 from vqvae_lite.decoder import Decoder
 from vqvae_lite.ema import EMAVectorQuantizer
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
+from vqvae_lite.fsq import FiniteScalarQuantizer
 from vqvae_lite.images import decode_codes, encode_image, load_image, reconstruct
 from vqvae_lite.loop import StepOutput, Task, TrainConfig, TrainingInterrupted, fit
 from vqvae_lite.losses import LossTerms, vqvae_loss
@@ -30,6 +31,9 @@ from vqvae_lite.quantizer import (
     register_quantizer,
     straight_through,
 )
+from vqvae_lite.quantizer_variants import format_table, measure, quantizer_variants
+from vqvae_lite.residual_vq import ResidualVQ
+from vqvae_lite.rotation_trick import RotationQuantizer, rotation_trick
 from vqvae_lite.viz import show_images, show_reconstructions
 
 __version__ = "0.1.0"
@@ -41,6 +45,7 @@ __all__ = [
     "EMAQuantizerWithUpkeep",
     "EMAVectorQuantizer",
     "Encoder",
+    "FiniteScalarQuantizer",
     "ImageSplits",
     "LossTerms",
     "ModelConfig",
@@ -49,6 +54,8 @@ __all__ = [
     "ResidentBatches",
     "ResidualLayer",
     "ResidualStack",
+    "ResidualVQ",
+    "RotationQuantizer",
     "StepOutput",
     "Task",
     "TrainConfig",
@@ -61,14 +68,18 @@ __all__ = [
     "encode_image",
     "evaluate",
     "fit",
+    "format_table",
     "kmeans",
     "load_cifar10",
     "load_image",
+    "measure",
     "nearest_codes",
     "perplexity",
+    "quantizer_variants",
     "reconstruct",
     "register_quantizer",
     "restart_dead_codes",
+    "rotation_trick",
     "show_images",
     "show_reconstructions",
     "squared_distances",
