@@ -19,13 +19,23 @@ def surname(person) -> str:
 
 class AuthorYearLabels(BaseLabelStyle):
     def format_labels(self, sorted_entries):
-        for entry in sorted_entries:
-            names = [surname(person) for person in entry.persons.get("author", [])]
-            if len(names) > 2:
-                authors = f"{names[0]} et al."
-            else:
-                authors = " and ".join(names) or entry.key
-            yield f"{authors}, {entry.fields.get('year', 'n.d.')}"
+        entries = list(sorted_entries)
+        labels = [self.author_year(entry) for entry in entries]
+        for label in labels:  # the same authors and year twice: 2016a, 2016b
+            if labels.count(label) > 1:
+                labels = self.lettered(labels, label)
+        yield from labels
+
+    @staticmethod
+    def author_year(entry) -> str:
+        names = [surname(person) for person in entry.persons.get("author", [])]
+        authors = f"{names[0]} et al." if len(names) > 2 else " and ".join(names) or entry.key
+        return f"{authors}, {entry.fields.get('year', 'n.d.')}"
+
+    @staticmethod
+    def lettered(labels: list[str], label: str) -> list[str]:
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+        return [f"{x}{next(letters)}" if x == label else x for x in labels]
 
 
 class AuthorYearStyle(UnsrtStyle):
