@@ -82,12 +82,15 @@ def test_a_new_quantizer_trains_and_round_trips_a_checkpoint(tmp_path):
     assert resumed.steps == 3
 
 
+SMALL_OPTIONS = {"fsq": {"levels": [4, 4]}}  # FSQ's 16 codes: a grid of 4 x 4 levels
+
+
 def test_every_registered_quantizer_answers_the_interface():
     for name in sorted(QUANTIZERS):
         torch.manual_seed(0)
-        model = VQVAE(
-            ModelConfig(hidden=16, residual_hidden=8, embedding_dim=4, num_codes=16, quantizer=name)
-        )
+        sizes = dict(hidden=16, residual_hidden=8, embedding_dim=4, num_codes=16)
+        options = SMALL_OPTIONS.get(name, {})
+        model = VQVAE(ModelConfig(**sizes, quantizer=name, quantizer_options=options))
         x = torch.rand(2, 3, 16, 16) * 2 - 1
         out = model(x)
         assert out.z_q.shape == out.z_e.shape == (2, 4, 4, 4), name
