@@ -2,7 +2,9 @@
 
 Every module except this one is generated from a chapter in `notebooks/` by `tools/export.py`;
 the first line of each names the notebook to edit. Importing the package registers every
-quantiser of the book in `vqvae_lite.quantizer.QUANTIZERS`.
+quantiser of the book in `vqvae_lite.quantizer.QUANTIZERS`. The modules that train
+(`train`, `cli`, `prior`, `distributed`, `quantizer_variants`) are imported on their own, so that
+`python -m vqvae_lite.train` and `python -m vqvae_lite.prior` run them once.
 """
 
 from vqvae_lite.codebook import codes_used, nearest_codes, perplexity, squared_distances
@@ -31,7 +33,6 @@ from vqvae_lite.quantizer import (
     register_quantizer,
     straight_through,
 )
-from vqvae_lite.quantizer_variants import format_table, measure, quantizer_variants
 from vqvae_lite.residual_vq import ResidualVQ
 from vqvae_lite.rotation_trick import RotationQuantizer, rotation_trick
 from vqvae_lite.viz import show_images, show_reconstructions
@@ -68,14 +69,11 @@ __all__ = [
     "encode_image",
     "evaluate",
     "fit",
-    "format_table",
     "kmeans",
     "load_cifar10",
     "load_image",
-    "measure",
     "nearest_codes",
     "perplexity",
-    "quantizer_variants",
     "reconstruct",
     "register_quantizer",
     "restart_dead_codes",
