@@ -69,3 +69,15 @@ def test_follows_the_chapter_skeleton(path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_listed_in_the_table_of_contents(path):
     assert f"notebooks/{path.stem}" in (ROOT / "_toc.yml").read_text()
+
+
+EXERCISE_NUMBER = re.compile(r"^(?:\*\*)?(\d+)\.(?:\*\*)? ", re.MULTILINE)  # "3. " or "**3.** "
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_exercises_are_numbered_one_to_n(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    exercises = markdown.split("## Exercises", 1)[1]
+    numbers = [int(n) for n in EXERCISE_NUMBER.findall(exercises)]
+    assert numbers == list(range(1, len(numbers) + 1)), f"{path.name}: exercises {numbers}"
