@@ -1,6 +1,6 @@
 """Chapter 8's comparison: the priors over the codes of one trained VQ-VAE, at the same budget.
 
-    python benchmarks/prior_comparison.py --vqvae runs/cpu/checkpoint.pt [--steps 60]
+    python benchmarks/prior_comparison.py --vqvae runs/cpu/checkpoint.pt [--steps N]
         [--preset cpu] [--out runs/prior_comparison] [--data PATH]
 
 Encodes CIFAR-10 with the VQ-VAE, then measures on the test split the uniform and unigram
