@@ -511,7 +511,7 @@ def training_variance(images: torch.Tensor) -> float:
 
 
 class ResidentBatches:
-    """Endless shuffled batches sliced from a uint8 tensor that stays on `device`.
+    """Endless shuffled batches sliced from a tensor that stays on `device`.
 
     Each epoch is one fresh random permutation of the images: no image appears twice
     within an epoch, and the len(images) % batch_size left over at its end (a different
@@ -538,15 +538,19 @@ class ResidentBatches:
     def __iter__(self):
         return self
 
-    def __next__(self) -> torch.Tensor:
-        """The next batch: float32 (B, 3, H, W) on the training scale, channels-last."""
+    def next_indices(self) -> torch.Tensor:
+        """The positions (B,) of the next batch in `images`, on its device."""
         if self.position + self.batch_size > len(self.order):  # drop the ragged tail
             self.order = torch.randperm(len(self.images), generator=self.generator)
             self.position = 0
             self.epoch += 1
         index = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        batch = self.images[index.to(self.images.device)]  # (B, 3, H, W) uint8
+        return index.to(self.images.device)
+
+    def __next__(self) -> torch.Tensor:
+        """The next batch: float32 (B, 3, H, W) on the training scale, channels-last."""
+        batch = self.images[self.next_indices()]  # (B, 3, H, W) uint8
         return to_training_scale(batch).contiguous(memory_format=torch.channels_last)
 
     def state_dict(self) -> dict:
