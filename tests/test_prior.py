@@ -3,6 +3,7 @@ bits are counted right, sampling is reproducible and bad input is refused by nam
 
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from vqvae_lite.prior import (
     UnigramPrior,
     bits_per_code,
     bits_per_dim,
+    cached_codes,
     check_codes,
     decode_codes,
     dependencies,
@@ -166,3 +168,76 @@ def test_code_batches_resume_the_same_order():
     restored = CodeBatches(codes, labels, 3, "cpu", seed=1)
     restored.load_state_dict(state)
     assert all(torch.equal(a, restored.__next__()[1]) for a in expected)
+
+
+def test_code_batches_pair_each_code_grid_with_its_label():
+    codes, labels = torch.arange(40).view(10, 2, 2), torch.arange(10)
+    grids, classes = next(CodeBatches(codes, labels, 4, "cpu", seed=0))
+    assert torch.equal(grids, codes[classes])  # row i of codes is the grid of label i
+
+
+def test_cached_codes_are_read_back_for_the_same_model_and_images_only(tmp_path, monkeypatch):
+    import vqvae_lite.prior as prior
+
+    torch.manual_seed(0)
+    model = VQVAE(ModelConfig(hidden=16, residual_hidden=8, embedding_dim=8)).eval()
+    images = torch.randint(256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    splits = SimpleNamespace(
+        train=images.to(torch.uint8),
+        test=images[:2].to(torch.uint8),
+        train_labels=torch.arange(6),
+        test_labels=torch.arange(2),
+    )
+    path = tmp_path / "codes.pt"
+    encoded = []
+    real_encode = prior.encode_splits
+    monkeypatch.setattr(prior, "encode_splits", lambda *a: encoded.append(1) or real_encode(*a))
+    first = cached_codes(model, splits, path)
+    again = cached_codes(model, splits, path)
+    assert len(encoded) == 1 and torch.equal(first.train, again.train)  # read, not encoded
+    assert again.train.shape == (6, 8, 8) and again.num_codes == model.config.num_codes
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights: encoded again
+    cached_codes(model, splits, path)
+    assert len(encoded) == 2
+    path.write_bytes(path.read_bytes()[:100])  # a damaged file: encoded again, and replaced
+    cached_codes(model, splits, path)
+    assert len(encoded) == 3 and len(cached_codes(model, splits, path).train) == 6
+    assert len(encoded) == 3 and [p.name for p in tmp_path.iterdir()] == ["codes.pt"]
+
+
+def test_the_command_trains_a_prior_on_a_checkpoint_writes_samples_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    from PIL import Image
+
+    from vqvae_lite.checkpoint import load_checkpoint
+    from vqvae_lite.cli import main as train_vqvae
+    from vqvae_lite.prior import main as train_prior
+
+    monkeypatch.setenv("VQVAE_LITE_CACHE", str(tmp_path / "cache"))
+    rng = torch.Generator().manual_seed(0)
+    for split, count in (("train", 32), ("test", 4)):
+        for name in ("dark", "light"):  # two classes of 32x32 images
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(128, (32, 32, 3), generator=rng, dtype=torch.uint8)
+                Image.fromarray((pixels + 127 * (name == "light")).numpy()).save(
+                    folder / f"{i}.png"
+                )
+    data, vqvae = str(tmp_path / "images"), tmp_path / "vqvae"
+    common = ["--preset", "cpu", "--device", "cpu", "--data", data]
+    assert train_vqvae([*common, "--out", str(vqvae), "--steps", "1", "--batch-size", "8"]) == 0
+    out = tmp_path / "prior"
+    command = [*common, "--vqvae", str(vqvae / "checkpoint.pt"), "--out", str(out)]
+    assert train_prior([*command, "--prior", "transformer", "--steps", "2"]) == 0
+    with Image.open(out / "samples.png") as png:  # 10 samples per class: 2 rows of 10
+        assert png.mode == "RGB" and 4 * png.height < png.width < 6 * png.height
+    assert (out / "codes.pt").is_file()
+    assert train_prior([*command, "--prior", "transformer", "--steps", "3", "--resume"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    capsys.readouterr()
+    missing = [*common, "--vqvae", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]
+    assert train_prior(missing) == 1
+    assert "none.pt" in capsys.readouterr().err

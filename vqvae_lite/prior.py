@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from vqvae_lite.checkpoint import CheckpointError
-from vqvae_lite.data import load_cifar10, to_training_scale
+from vqvae_lite.checkpoint import CheckpointError, checksum
+from vqvae_lite.data import ResidentBatches, load_cifar10, to_training_scale
 from vqvae_lite.loop import (
     CHECKPOINT,
     NonFiniteLossError,
@@ -107,6 +107,25 @@ def encode_splits(model: VQVAE, splits) -> CodeSplits:
         splits.test_labels.long(),
         model.config.num_codes,
     )
+
+
+def cached_codes(model: VQVAE, splits, path: str | Path) -> CodeSplits:
+    """`encode_splits`, kept in the file `path`: a file written for the same weights and the
+    same images is read instead of encoding again; any other (or a damaged one) is replaced."""
+    path = Path(path)
+    key = checksum({"weights": model.state_dict(), "train": splits.train, "test": splits.test})
+    try:
+        saved = torch.load(path, weights_only=True)
+        if saved["key"] == key:
+            return CodeSplits(**saved["codes"])
+    except Exception:  # no file, or not one this function wrote whole: encode again
+        pass
+    codes = encode_splits(model, splits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save({"key": key, "codes": vars(codes)}, partial)
+    partial.replace(path)  # atomic: a killed write never leaves half a file at `path`
+    return codes
 
 
 def discretized_gaussian_nats(x_hat: Tensor, images: Tensor, sigma: float) -> Tensor:
@@ -468,14 +487,15 @@ PRIOR_MODELS = {
     },
 }
 PRIOR_PRESETS = {
-    # A few minutes on a shared 2-core CPU: well under one epoch of the codes.
+    # A few minutes per prior on a 2-core CPU: one epoch of the 50,000 code grids.
     "cpu": TrainConfig(
-        steps=60,
-        batch_size=32,
-        learning_rate=1e-3,
-        warmup_steps=10,
-        log_every=5,
-        checkpoint_every=20,
+        steps=800,
+        batch_size=64,
+        learning_rate=2e-3,
+        warmup_steps=50,
+        log_every=25,
+        eval_every=200,
+        checkpoint_every=400,
     ),
     # Many epochs of the 50,000 code grids.
     "gpu": TrainConfig(
@@ -490,41 +510,17 @@ PRIOR_PRESETS = {
 }
 
 
-class CodeBatches:
-    """Endless shuffled batches of (codes (B, H, W), labels (B,)), resumable like
-    `vqvae_lite.data.ResidentBatches`."""
+class CodeBatches(ResidentBatches):
+    """Endless shuffled batches of (codes (B, H, W), labels (B,)): chapter 0's
+    `ResidentBatches`, the same epochs and the same resume, over code grids and their labels."""
 
     def __init__(self, codes: Tensor, labels: Tensor, batch_size: int, device, seed: int = 0):
-        if not 0 < batch_size <= len(codes):
-            raise ValueError(f"batch_size must be between 1 and {len(codes)}, got {batch_size}")
-        self.codes, self.labels = codes.to(device), labels.to(device)
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(codes), generator=self.generator)
-        self.position, self.epoch = 0, 0
-
-    def __iter__(self):
-        return self
+        super().__init__(codes, batch_size, device, seed)  # self.images: the code grids
+        self.labels = labels.to(device)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
-        if self.position + self.batch_size > len(self.order):  # drop the ragged tail
-            self.order = torch.randperm(len(self.codes), generator=self.generator)
-            self.position, self.epoch = 0, self.epoch + 1
-        index = self.order[self.position : self.position + self.batch_size].to(self.codes.device)
-        self.position += self.batch_size
-        return self.codes[index], self.labels[index]
-
-    def state_dict(self) -> dict:
-        return {
-            "generator": self.generator.get_state(),
-            "order": self.order,
-            "position": self.position,
-            "epoch": self.epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.order, self.position, self.epoch = state["order"], state["position"], state["epoch"]
+        index = self.next_indices()
+        return self.images[index], self.labels[index]
 
 
 class PriorTask(Task):
@@ -613,6 +609,25 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_prior(args: argparse.Namespace, config: TrainConfig, preset: str):
+    """Load the VQ-VAE, encode the images (cached in --out), train or resume the prior.
+
+    Returns the VQ-VAE, the prior's task and its run."""
+    device = resolve_device(config.device)
+    vqvae, _ = load_model(args.vqvae, device)
+    splits = load_cifar10(args.data)
+    codes = cached_codes(vqvae, splits, args.out / "codes.pt")
+    prior_config = replace(
+        PRIOR_MODELS[preset][args.prior],
+        num_codes=codes.num_codes,
+        num_classes=len(splits.classes),
+        grid=tuple(codes.train.shape[1:]),
+    )
+    print(f"prior {prior_config} on {hardware(device)}: {config}")
+    task = PriorTask(prior_config, config, codes)
+    return vqvae, task, fit(task, config, args.out, args.resume)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Encode the images, train (or resume) the prior, sample 10 images per class."""
     args_parser = parser()
@@ -626,38 +641,19 @@ def main(argv: list[str] | None = None) -> int:
     changes = {key: value for key, value in changes.items() if value is not None}
     config = replace(PRIOR_PRESETS[preset], print_logs=True, **changes)
     try:
-        device = resolve_device(config.device)
-        vqvae, _ = load_model(args.vqvae, device)
-        splits = load_cifar10(args.data)
-        codes = encode_splits(vqvae, splits)
-        grid = tuple(codes.train.shape[1:])
-        prior_config = replace(
-            PRIOR_MODELS[preset][args.prior],
-            num_codes=codes.num_codes,
-            num_classes=len(splits.classes),
-            grid=grid,
-        )
-        print(f"prior {prior_config} on {hardware(device)}: {config}")
-        task = PriorTask(prior_config, config, codes)
-        run = fit(task, config, args.out, args.resume)
-    except (
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-        CheckpointError,
-        NonFiniteLossError,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
+        vqvae, task, run = train_prior(args, config, preset)
+    except (OSError, ValueError, CheckpointError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)  # a missing file, a held folder, bad input
         return 1
     except KeyboardInterrupt:
         return 130
     print(f"trained {run.step} steps in {run.elapsed_s:.0f} s")
-    print(
-        f"test: {run.test['bits_per_code']:.3f} bits per code "
-        f"(uniform: {math.log2(codes.num_codes):.3f})"
-    )
-    labels = torch.arange(prior_config.num_classes).repeat_interleave(10)  # 10 per class
+    num_codes = task.model.num_codes
+    bits_text = f"{run.test['bits_per_code']:.3f} bits per code"
+    print(f"test: {bits_text} (uniform: {math.log2(num_codes):.3f})")
+    labels = torch.arange(task.model.num_classes).repeat_interleave(10)  # 10 per class
     generator = torch.Generator().manual_seed(config.seed)
+    grid = tuple(task.codes.train.shape[1:])
     sampled = sample(task.model, labels, grid, args.temperature, generator)
     path = save_png(decode_codes(vqvae, sampled), args.out / "samples.png", nrow=10)
     print(f"checkpoint: {args.out / CHECKPOINT}\nsamples (one row per class): {path}")
