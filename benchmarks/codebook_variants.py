@@ -18,7 +18,7 @@ import torch
 
 from vqvae_lite.codebook_upkeep import variants
 from vqvae_lite.data import load_cifar10
-from vqvae_lite.loop import hardware, resolve_device
+from vqvae_lite.devices import hardware, resolve_device
 from vqvae_lite.train import PRESETS, train
 
 STEPS_ENV = "VQVAE_LITE_STEPS"  # the chapter reads the same variable

@@ -11,13 +11,17 @@ on synthetic 32x32 images. GPUs over NCCL are not measured here.
 """
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
 from vqvae_lite.codebook_upkeep import DEFAULT_MODELS
-from vqvae_lite.data import ImageSplits
-from vqvae_lite.distributed import run_processes, trace_training
-from vqvae_lite.loop import TrainConfig
+from vqvae_lite.image_folder import ImageSplits
+from vqvae_lite.train_config import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from distributed_harness import run_processes, trace_training  # noqa: E402  (the tests' own)
 
 LOG_EVERY = 2  # the first log window (warm-up steps) is left out of the pace
 

@@ -26,10 +26,13 @@ import torch
 
 from vqvae_lite.codebook import nearest_codes
 from vqvae_lite.codebook_upkeep import DEFAULT_MODELS
-from vqvae_lite.data import load_cifar10, to_training_scale
-from vqvae_lite.loop import Run, hardware, resolve_device, training_step
+from vqvae_lite.data import load_cifar10
+from vqvae_lite.devices import hardware, resolve_device
+from vqvae_lite.loop import training_step
 from vqvae_lite.metrics import format_metrics
+from vqvae_lite.run_state import Run
 from vqvae_lite.train import PRESETS, VQVAETask, train
+from vqvae_lite.training_scale import to_training_scale
 
 TARGET_NMSE = 0.056  # the Sonnet example's running mean after 10,000 updates of batch 32
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -4,7 +4,7 @@
         [--preset cpu] [--out runs/prior_comparison] [--data PATH]
 
 Encodes CIFAR-10 with the VQ-VAE, then measures on the test split the uniform and unigram
-priors and trains the gated PixelCNN and the causal transformer of `vqvae_lite.prior` for the
+priors and trains the gated PixelCNN and the causal transformer of `PRIOR_MODELS` for the
 same number of steps with the same recipe. Prints each prior's test bits per code, its gain
 over the unigram prior of the same run (the baseline), and the bound of the whole model in
 bits per dimension; writes ten samples per class of the best prior to `OUT/samples.png`.
@@ -18,23 +18,20 @@ from pathlib import Path
 
 import torch
 
+from vqvae_lite.code_dataset import decode_codes, encode_splits
 from vqvae_lite.data import load_cifar10
-from vqvae_lite.loop import fit, hardware, resolve_device
-from vqvae_lite.prior import (
-    PRIOR_MODELS,
-    PRIOR_PRESETS,
-    PriorTask,
+from vqvae_lite.devices import hardware, resolve_device
+from vqvae_lite.likelihood import (
     UnigramPrior,
     bits_per_code,
     bits_per_dim,
-    decode_codes,
-    encode_splits,
     fit_sigma,
-    parameter_count,
     reconstruction_bits,
-    sample,
-    save_png,
 )
+from vqvae_lite.loop import fit
+from vqvae_lite.prior_registry import parameter_count
+from vqvae_lite.prior_task import PRIOR_MODELS, PRIOR_PRESETS, PriorTask
+from vqvae_lite.sampling import sample, save_png
 from vqvae_lite.train import load_model
 
 STEPS_ENV = "VQVAE_LITE_STEPS"  # the chapter reads the same variable

@@ -12,16 +12,69 @@ lines give each variant's PSNR gain over it and its ratio of seconds per step.
 """
 
 import argparse
+import math
 from dataclasses import replace
 
 import torch
 
+from vqvae_lite.codebook import perplexity_of_counts
 from vqvae_lite.data import load_cifar10
-from vqvae_lite.loop import hardware, resolve_device
-from vqvae_lite.quantizer_variants import format_table, measure, quantizer_variants
-from vqvae_lite.train import PRESETS, train
+from vqvae_lite.devices import hardware, resolve_device
+from vqvae_lite.quantizer_variants import quantizer_variants
+from vqvae_lite.train import PRESETS, TrainResult, train
 
 BASELINE = "EMA + restart"
+
+
+def measure(result: TrainResult, positions: int = 64) -> dict:
+    """One row for a trained model: test metrics, usage, bits per image, seconds per step.
+
+    `positions` is the number of codes per image: 8 x 8 for a 32 x 32 image.
+    """
+    quantizer, test = result.model.quantizer, result.test
+    row = {
+        "psnr": test["psnr"],
+        "nmse": test["nmse"],
+        "codes_used": test["codes_used"],
+        "num_codes": quantizer.num_codes,
+        "perplexity": test["perplexity"],
+        "bits": positions * math.log2(quantizer.num_codes),
+        "step_s": result.wall_time_s / max(result.steps, 1),
+    }
+    stages = quantizer.stage_counts(test["code_counts"])  # (stages, K)
+    if len(stages) > 1:  # residual VQ: the usage of each stage too
+        row["stage_size"] = stages.shape[1]
+        row["stage_codes_used"] = [int((counts > 0).sum()) for counts in stages]
+        row["stage_perplexity"] = [perplexity_of_counts(counts) for counts in stages]
+    return row
+
+
+def format_table(rows: dict[str, list[dict]]) -> str:
+    """The comparison table: one line per variant, from its rows of `measure`, one per seed.
+
+    PSNR and NMSE are means over the seeds, "range" is max - min of the PSNR over them; codes
+    used, perplexity and time per step are those of the first seed.
+    """
+    lines = [
+        f"{'variant':>20} | bits/image | PSNR (dB) | range |   NMSE | "
+        f"{'codes used':>19} | perplexity | s/step | seeds"
+    ]
+    for name, runs in rows.items():
+        psnr, first = [run["psnr"] for run in runs], runs[0]
+        spread = f"{max(psnr) - min(psnr):5.2f}" if len(runs) > 1 else "    -"
+        nmse = sum(run["nmse"] for run in runs) / len(runs)
+        share = 100 * first["codes_used"] / first["num_codes"]
+        used = f"{first['codes_used']}/{first['num_codes']} {share:3.0f}%"
+        lines.append(
+            f"{name:>20} | {first['bits']:10.0f} | {sum(psnr) / len(psnr):9.2f} | {spread} | "
+            f"{nmse:.4f} | {used:>19} | {first['perplexity']:10.1f} | "
+            f"{first['step_s']:6.3f} | {len(runs)}"
+        )
+        for stage, stage_ppl in enumerate(first.get("stage_perplexity", []), start=1):
+            n, size = first["stage_codes_used"][stage - 1], first["stage_size"]
+            used = f"{n}/{size} {100 * n / size:3.0f}%"
+            lines.append(f"{f'stage {stage}':>20} | {'':44} | {used:>19} | {stage_ppl:10.1f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from vqvae_lite.codebook import nearest_codes, squared_distances
-from vqvae_lite.loop import Run, TrainConfig, training_step
+from vqvae_lite.loop import training_step
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import VectorQuantizer
+from vqvae_lite.run_state import Run
 from vqvae_lite.train import VQVAETask
+from vqvae_lite.train_config import TrainConfig
 
 
 def bf16_autocast():

@@ -8,6 +8,8 @@ checks what a reader sees:
 - every image has loaded (`naturalWidth > 0`), lazy ones included;
 - every widget view the notebook saved is on the page and drawn from the saved state, with its
   description labels;
+- every font a style sheet declares loads, whether or not the page happens to draw a glyph of it
+  before the test ends (the widget manager's icon fonts included);
 - the console shows no JavaScript error and no resource fails to load;
 - no request goes anywhere but the local server: the book is self-contained;
 - no code block or output needs horizontal scrolling: every line fits the content column;
@@ -169,6 +171,17 @@ WIDGET_VIEWS = f"""() => [...document.querySelectorAll('script[type="{WIDGET_VIE
         }};
     }})"""
 
+# Load every font face that the page's style sheets declare, and name those that fail. A browser
+# fetches a font only when it first draws a glyph of it, which may come after the test has looked
+# (the theme's icons in the widget manager's icon font, until the theme swaps them for SVG): so
+# every face is loaded here, and a missing font file is a failure on every run.
+LOAD_FONTS = """async () => {
+    const faces = [...document.fonts];
+    await Promise.all(faces.map((face) => face.load().catch(() => null)));
+    return faces.filter((face) => face.status !== "loaded")
+        .map((face) => `${face.family} ${face.style} ${face.weight}: ${face.status}`);
+}"""
+
 
 # Code blocks and outputs wider than their box: the first line of each, for the message.
 TOO_WIDE = """() => [...document.querySelectorAll("article pre")]
@@ -258,11 +271,16 @@ def test_page_renders_offline(site, browser, page_name):
     math = page.evaluate(TYPESET_MATH)  # after the widgets: their labels may hold math too
     views = page.evaluate(WIDGET_VIEWS)
     too_wide = page.evaluate(TOO_WIDE)
+    fonts_failed = page.evaluate(LOAD_FONTS)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=SCREENSHOTS / f"{page_name.replace('/', '__')}.png", full_page=True)
     page.close()
 
     assert not foreign, f"{page_name} asks other hosts for: {foreign} (the book must be offline)"
+    font_errors = [error for error in errors if re.search(r"\.(woff2?|ttf|eot|otf)\b", error)]
+    assert not fonts_failed and not font_errors, (
+        f"{page_name}: fonts that did not load: {fonts_failed}\n" + "\n".join(font_errors)
+    )
     assert not too_wide, f"{page_name}: code wider than the page, longest lines: {too_wide}"
     broken = [image["src"] for image in images if image["width"] == 0]
     assert not broken, f"{page_name}: images that did not load: {broken}"

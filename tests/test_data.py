@@ -14,18 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vqvae_lite import data
-from vqvae_lite.data import (
-    DATA_ENV,
-    DataError,
-    DataWarning,
-    ResidentBatches,
-    find_offline_copy,
-    load_cifar10,
-    load_image_folder,
-    to_training_scale,
-    training_variance,
-)
+from vqvae_lite import data, image_cache
+from vqvae_lite.data import DATA_ENV, find_offline_copy, load_cifar10, load_image_folder
+from vqvae_lite.image_cache import CACHE_ENV
+from vqvae_lite.image_folder import DataError, DataWarning
+from vqvae_lite.training_scale import ResidentBatches, to_training_scale, training_variance
 
 CLASSES = ["cat", "dog"]
 
@@ -49,7 +42,7 @@ def make_folder(root, per_class=(3, 2), size=8, seed=0):
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Every test decodes into its own cache folder and sees no data variable."""
-    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(DATA_ENV, raising=False)
 
 
@@ -73,7 +66,7 @@ def test_decoding_happens_once_then_the_cache_answers(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(data, "_read_split", no_decoding)
+    monkeypatch.setattr(data, "decode_folder", no_decoding)
     second = load_image_folder(tmp_path / "images")
     assert torch.equal(first.train, second.train) and torch.equal(first.test, second.test)
     # Asking for the size the images already have gives the same tensors: the same cache file.
@@ -160,7 +153,7 @@ def test_variance_is_measured_on_the_training_scale():
 
 @pytest.mark.skipif(find_offline_copy() is None, reason="no shared/data/cifar10-jpeg.tar.gz")
 def test_the_offline_cifar10_copy(monkeypatch):
-    monkeypatch.delenv(data.CACHE_ENV)  # the shared copy is decoded once into the usual cache
+    monkeypatch.delenv(CACHE_ENV)  # the shared copy is decoded once into the usual cache
     splits = load_cifar10()
     assert splits.train.shape == (50_000, 3, 32, 32) and splits.train.dtype == torch.uint8
     assert splits.test.shape == (10_000, 3, 32, 32)
@@ -228,7 +221,7 @@ def test_an_image_size_the_model_cannot_take_is_refused_before_decoding(
         raise AssertionError("opened an image before checking image_size")
 
     monkeypatch.setattr(data.Image, "open", no_opening)
-    monkeypatch.setattr(data, "_cache_key", no_opening)
+    monkeypatch.setattr(data, "cache_key", no_opening)
     for load in (load_image_folder, load_cifar10):
         with pytest.raises(ValueError, match="image_size must be"):
             load(tmp_path / "images", image_size=image_size)
@@ -352,7 +345,11 @@ def test_a_bad_archive_is_one_clear_error_that_names_it_and_leaves_nothing(tmp_p
 
 
 def load_in_a_second_process(archive, barrier, results):
-    """Runs in a child process: unpack, wait until the other process has too, then load."""
+    """Runs in a child process: unpack, wait until the other process has too, then load.
+
+    Without file locks, as on Windows: with them, the second process would wait for the first.
+    """
+    image_cache.fcntl = None
     unpack = tarfile.TarFile.extractall
 
     def unpack_then_wait(self, *args, **kwargs):
@@ -392,7 +389,7 @@ def test_a_damaged_cache_file_is_named_and_rebuilt(tmp_path):
     with pytest.warns(DataWarning, match=rf"cache file .*{cached.name} is damaged"):
         splits = load_image_folder(tmp_path / "images")
     assert torch.equal(splits.train, torch.from_numpy(pixels["train"]).permute(0, 3, 1, 2))
-    assert torch.load(cached, weights_only=True)["sha256"]  # rebuilt in place
+    assert torch.load(cached, weights_only=True)["value"]["sha256"]  # rebuilt in place
 
 
 def test_a_cache_file_with_a_flipped_byte_is_caught_by_its_checksum(tmp_path):

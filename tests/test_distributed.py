@@ -12,24 +12,19 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from distributed_harness import run_processes, trace_training
 from PIL import Image
 
-import vqvae_lite.codebook_upkeep  # noqa: F401  (registers "ema")
-from vqvae_lite.checkpoint import LOCK, load_checkpoint
-from vqvae_lite.data import ImageSplits, ResidentBatches
-from vqvae_lite.distributed import (
-    BUFFERS,
-    DistributedVQVAETask,
-    ShardedBatches,
-    gather_rows,
-    run_processes,
-    trace_training,
-    world,
-)
+from vqvae_lite.checkpoint import CHECKPOINT, LOCK, load_checkpoint
+from vqvae_lite.distributed import BUFFERS, DistributedVQVAETask, ShardedBatches
 from vqvae_lite.ema import EMAVectorQuantizer
-from vqvae_lite.loop import CHECKPOINT, TrainConfig
+from vqvae_lite.image_folder import ImageSplits
 from vqvae_lite.model import ModelConfig
+from vqvae_lite.quantizer import registered_quantizers
+from vqvae_lite.synced_codebook import gather_rows, world
 from vqvae_lite.train import VQVAETask
+from vqvae_lite.train_config import TrainConfig
+from vqvae_lite.training_scale import ResidentBatches
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 6
@@ -76,11 +71,28 @@ SCENARIOS = {  # name: (model, sync_codebook, broadcast_buffers)
 }
 
 
+def every_quantizer() -> dict[str, ModelConfig]:
+    """Every registered quantiser with its own defaults on the tiny model, and residual VQ with
+    restarts that fire, so that its nested codebooks' upkeep runs too."""
+    tiny = dict(hidden=16, residual_hidden=8, embedding_dim=8)
+    models = {name: ModelConfig(**tiny, quantizer=name) for name in registered_quantizers()}
+    options = {"restart_dead_after": 2, "stages": 2}
+    models["rvq, restarts"] = ModelConfig(
+        **tiny, num_codes=16, quantizer="rvq", quantizer_options=options
+    )
+    return models
+
+
 def every_scenario() -> dict:
-    """In each of the two processes: every scenario, and a few facts about the group."""
+    """In each of the two processes: every scenario, every quantiser, and a few facts about
+    the group."""
     results = {
         name: trace_training(model, config(64), SPLITS, sync, broadcast)
         for name, (model, sync, broadcast) in SCENARIOS.items()
+    }
+    results["quantizers"] = {
+        name: trace_training(model, replace(config(64), steps=3), SPLITS)
+        for name, model in every_quantizer().items()
     }
     rank, _ = world()
     results["gathered"] = gather_rows(torch.full((rank + 1, 2), rank))  # unequal blocks
@@ -92,7 +104,7 @@ def every_scenario() -> dict:
 
 @pytest.fixture(scope="module")
 def two():
-    return run_processes(2, every_scenario)
+    return run_processes(2, every_scenario, timeout_s=300)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +145,25 @@ def test_restarts_fire_and_agree_with_one_process(two, one):
 def test_every_process_holds_the_same_codebook_after_every_step(two, name):
     assert torch.equal(two[0][name]["codebooks"], two[1][name]["codebooks"])
     assert largest_difference(two[0][name]["model"], two[1][name]["model"]) == 0
+
+
+@pytest.mark.parametrize("name", list(every_quantizer()))
+def test_every_quantizer_ends_in_the_same_state_on_every_process(two, name):
+    """Every registered quantiser trains on two processes, the run ends, and both processes
+    hold the same weights and buffers, nested codebooks included, bit for bit."""
+    first, second = (two[rank]["quantizers"][name] for rank in (0, 1))
+    assert len(first["history"]) == 3 and first["test"]["codes_used"] >= 1
+    assert first["model"].keys() == second["model"].keys()
+    for key, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][key]), f"{name}: {key} differs"
+
+
+def test_residual_vq_restarts_its_nested_codebooks_on_every_process(two):
+    restarted = [row["restarted"] for row in two[0]["quantizers"]["rvq, restarts"]["history"]]
+    assert sum(restarted) > 0, "no code was restarted: the check would prove nothing"
+    assert [row["restarted"] for row in two[1]["quantizers"]["rvq, restarts"]["history"]] == (
+        restarted
+    )
 
 
 def test_the_test_metrics_are_the_whole_splits_on_every_process(two, one):
@@ -269,5 +300,7 @@ def test_the_command_line_under_torchrun(tmp_path):
         env=environment,
         cwd=tmp_path,
     )
-    assert alone.returncode == 1 and "processes: 2 -> None" in alone.stderr, alone.stderr
+    assert alone.returncode == 1, alone.stderr
+    assert "trained by 2 process(es)" in alone.stderr, alone.stderr
+    assert "torchrun --nproc_per_node 2" in alone.stderr, alone.stderr
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 3

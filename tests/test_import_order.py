@@ -1,9 +1,7 @@
 """Chapter order is import order: a module generated from chapter N imports only modules of
-chapters up to N, and no modules import each other (directly or round a longer cycle).
-
-The one exception is the hand-over at the end of `train.py`: under
-`if __name__ == "__main__":` it starts the command line of a later appendix, which is what
-`python -m vqvae_lite.train` asks for, and which never runs on import.
+chapters up to N, and no modules import each other (directly or round a longer cycle), not even
+under `if __name__ == "__main__":`. Each generated module stays short enough to read top to
+bottom.
 """
 
 import ast
@@ -21,31 +19,22 @@ def chapter_of(path: Path) -> int:
     return int(Path(notebook).name[:2])
 
 
-def is_main_guard(node: ast.AST) -> bool:
-    return (
-        isinstance(node, ast.If)
-        and "__name__" in ast.unparse(node.test)
-        and "__main__" in ast.unparse(node.test)
-    )
+MOST_LINES = 300  # a module longer than this holds more than one idea
 
 
 def package_imports(path: Path) -> set[str]:
-    """The vqvae_lite modules that `path` imports, outside any `__main__` guard."""
+    """The vqvae_lite modules that `path` imports, anywhere in it: `import vqvae_lite.x`,
+    `from vqvae_lite.x import y` and `from vqvae_lite import x`."""
     found = set()
-
-    def visit(node: ast.AST) -> None:
-        if is_main_guard(node):
-            return
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vqvae_lite."):
             found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module == "vqvae_lite":
+            found.update(a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file())
         if isinstance(node, ast.Import):
             found.update(
                 a.name.split(".")[1] for a in node.names if a.name.startswith("vqvae_lite.")
             )
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
     return found
 
 
@@ -79,3 +68,9 @@ def test_no_modules_import_each_other():
 
     cycles = sorted(m for m in IMPORTS if reaches(m, m, {m}))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+@pytest.mark.parametrize("module", sorted(GENERATED))
+def test_a_module_is_short_enough_to_read_top_to_bottom(module):
+    lines = len(GENERATED[module].read_text(encoding="utf-8").splitlines())
+    assert lines <= MOST_LINES, f"{module}.py has {lines} lines: split it by its ideas"

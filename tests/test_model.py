@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from vqvae_lite.codebook import codes_used, lookup, nearest_codes, perplexity, squared_distances
-from vqvae_lite.data import training_variance
 from vqvae_lite.encoder import Encoder, ResidualLayer, ResidualStack
 from vqvae_lite.losses import vqvae_loss
 from vqvae_lite.model import VQVAE, ModelConfig
@@ -19,6 +18,7 @@ from vqvae_lite.quantizer import (
     commitment_loss,
     straight_through,
 )
+from vqvae_lite.training_scale import training_variance
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,9 @@ def test_save_and_load_round_trip(model):
         (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "torch.uint8"),
         (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
         (torch.randn(2, 3, 30, 30), "divisible by 4"),
+        (torch.zeros(2, 3, 0, 0), "shape (2, 3, 0, 0)"),
+        ([[0.0] * 32] * 32, "got list"),
+        (None, "got NoneType"),
     ],
 )
 def test_model_rejects_bad_input_with_the_expected_shape(model, bad, message):
@@ -244,6 +247,10 @@ def test_model_accepts_float_images_of_any_precision(model, dtype):
         ("beta", -1.0),
         ("beta", float("nan")),
         ("hidden", 7),
+        ("num_codes", True),
+        ("residual_layers", False),
+        ("quantizer", None),
+        ("quantizer_options", ["levels"]),
     ],
 )
 def test_model_config_names_a_bad_field(field, value):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import vqvae_lite.codebook
 from vqvae_lite.ema import EMAVectorQuantizer
 from vqvae_lite.encoder import ResidualLayer, ResidualStack
-from vqvae_lite.loop import TrainConfig, fit
+from vqvae_lite.loop import fit
 from vqvae_lite.model import ModelConfig
 from vqvae_lite.quantizer import (
     Quantized,
@@ -28,6 +28,7 @@ from vqvae_lite.quantizer import (
     straight_through,
 )
 from vqvae_lite.train import VQVAETask
+from vqvae_lite.train_config import TrainConfig
 
 
 def test_swapped_terms_test_fails_on_swapped_terms(monkeypatch):

@@ -1,5 +1,6 @@
 """Chapter 8: the priors over the codes are causal, the gated PixelCNN has no blind spot,
-bits are counted right, sampling is reproducible and bad input is refused by name."""
+bits are counted right, priors are built by name from a registry, sampling is reproducible and
+bad input is refused by name."""
 
 import math
 import re
@@ -7,27 +8,39 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
-from vqvae_lite.loop import TrainConfig, fit
-from vqvae_lite.model import VQVAE, ModelConfig
-from vqvae_lite.prior import (
+import vqvae_lite.code_dataset as code_dataset
+from vqvae_lite.code_dataset import (
     CodeBatches,
     CodeSplits,
-    CodeTransformer,
-    GatedPixelCNN,
-    MaskedPixelCNN,
-    PriorConfig,
-    PriorTask,
+    cached_codes,
+    check_codes,
+    check_labels,
+    decode_codes,
+    encode_splits,
+)
+from vqvae_lite.code_transformer import CodeTransformer
+from vqvae_lite.likelihood import (
     UnigramPrior,
     bits_per_code,
     bits_per_dim,
-    cached_codes,
-    check_codes,
-    decode_codes,
-    dependencies,
     discretized_gaussian_nats,
-    sample,
+    position_bits,
 )
+from vqvae_lite.loop import fit
+from vqvae_lite.model import VQVAE, ModelConfig
+from vqvae_lite.pixelcnn import GatedPixelCNN, MaskedPixelCNN
+from vqvae_lite.prior_registry import (
+    PRIORS,
+    PriorConfig,
+    build_prior,
+    dependencies,
+    register_prior,
+)
+from vqvae_lite.prior_task import PRIOR_MODELS, PriorTask
+from vqvae_lite.sampling import sample
+from vqvae_lite.train_config import TrainConfig
 
 K, CLASSES = 512, 10
 BEFORE = torch.ones(64, 64).tril(-1).bool()  # [p, q]: position q comes before p
@@ -149,7 +162,7 @@ def test_prior_task_trains_with_the_loop_and_resumes(tmp_path):
     generator = torch.Generator().manual_seed(0)
     train = torch.randint(4, (64, 8, 8), generator=generator)  # only 4 of K codes appear
     codes = CodeSplits(train, train[:16], torch.arange(64) % 10, torch.arange(16) % 10, K)
-    prior_config = PriorConfig(kind="transformer", dim=16, layers=1, heads=2)
+    prior_config = PriorConfig("transformer", options=dict(dim=16, layers=1, heads=2))
     config = TrainConfig(steps=6, batch_size=8, learning_rate=1e-2, warmup_steps=1, log_every=2)
     run = fit(PriorTask(prior_config, config, codes), config, tmp_path)
     assert run.test["bits_per_code"] < math.log2(K) - 1  # learns that only 4 codes occur
@@ -177,8 +190,6 @@ def test_code_batches_pair_each_code_grid_with_its_label():
 
 
 def test_cached_codes_are_read_back_for_the_same_model_and_images_only(tmp_path, monkeypatch):
-    import vqvae_lite.prior as prior
-
     torch.manual_seed(0)
     model = VQVAE(ModelConfig(hidden=16, residual_hidden=8, embedding_dim=8)).eval()
     images = torch.randint(256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0))
@@ -190,8 +201,10 @@ def test_cached_codes_are_read_back_for_the_same_model_and_images_only(tmp_path,
     )
     path = tmp_path / "codes.pt"
     encoded = []
-    real_encode = prior.encode_splits
-    monkeypatch.setattr(prior, "encode_splits", lambda *a: encoded.append(1) or real_encode(*a))
+    real_encode = code_dataset.encode_splits
+    monkeypatch.setattr(
+        code_dataset, "encode_splits", lambda *a: encoded.append(1) or real_encode(*a)
+    )
     first = cached_codes(model, splits, path)
     again = cached_codes(model, splits, path)
     assert len(encoded) == 1 and torch.equal(first.train, again.train)  # read, not encoded
@@ -206,38 +219,110 @@ def test_cached_codes_are_read_back_for_the_same_model_and_images_only(tmp_path,
     assert len(encoded) == 3 and [p.name for p in tmp_path.iterdir()] == ["codes.pt"]
 
 
-def test_the_command_trains_a_prior_on_a_checkpoint_writes_samples_and_resumes(
-    tmp_path, monkeypatch, capsys
-):
-    from PIL import Image
+def tiny_vqvae(**options) -> VQVAE:
+    torch.manual_seed(0)
+    config = ModelConfig(hidden=16, residual_hidden=8, embedding_dim=8, num_codes=8, **options)
+    return VQVAE(config).eval()
 
-    from vqvae_lite.checkpoint import load_checkpoint
-    from vqvae_lite.cli import main as train_vqvae
-    from vqvae_lite.prior import main as train_prior
 
-    monkeypatch.setenv("VQVAE_LITE_CACHE", str(tmp_path / "cache"))
-    rng = torch.Generator().manual_seed(0)
-    for split, count in (("train", 32), ("test", 4)):
-        for name in ("dark", "light"):  # two classes of 32x32 images
-            folder = tmp_path / "images" / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = torch.randint(128, (32, 32, 3), generator=rng, dtype=torch.uint8)
-                Image.fromarray((pixels + 127 * (name == "light")).numpy()).save(
-                    folder / f"{i}.png"
-                )
-    data, vqvae = str(tmp_path / "images"), tmp_path / "vqvae"
-    common = ["--preset", "cpu", "--device", "cpu", "--data", data]
-    assert train_vqvae([*common, "--out", str(vqvae), "--steps", "1", "--batch-size", "8"]) == 0
-    out = tmp_path / "prior"
-    command = [*common, "--vqvae", str(vqvae / "checkpoint.pt"), "--out", str(out)]
-    assert train_prior([*command, "--prior", "transformer", "--steps", "2"]) == 0
-    with Image.open(out / "samples.png") as png:  # 10 samples per class: 2 rows of 10
-        assert png.mode == "RGB" and 4 * png.height < png.width < 6 * png.height
-    assert (out / "codes.pt").is_file()
-    assert train_prior([*command, "--prior", "transformer", "--steps", "3", "--resume"]) == 0
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
-    capsys.readouterr()
-    missing = [*common, "--vqvae", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]
-    assert train_prior(missing) == 1
-    assert "none.pt" in capsys.readouterr().err
+def test_codes_span_the_quantizers_index_space_not_the_codebook_size():
+    model = tiny_vqvae(quantizer="rvq", quantizer_options={"stages": 2})  # 8**2 indices
+    images = torch.randint(256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    splits = SimpleNamespace(
+        train=images.to(torch.uint8),
+        test=images[:2].to(torch.uint8),
+        train_labels=torch.arange(4),
+        test_labels=torch.arange(2),
+    )
+    assert encode_splits(model, splits).num_codes == 64
+    codes = torch.tensor([[[63, 0], [9, 40]]])  # beyond the 8 codes of one stage
+    assert decode_codes(model, codes).shape == (1, 3, 8, 8)
+
+
+def test_sampling_and_measuring_restore_the_mode_even_when_refused():
+    prior = small_priors()["gated"].train()
+    with pytest.raises(ValueError, match="class labels"):
+        sample(prior, torch.tensor([0, CLASSES]))
+    with pytest.raises(ValueError, match="class labels"):
+        position_bits(prior, torch.zeros(2, 8, 8, dtype=torch.int64), torch.tensor([0, CLASSES]))
+    assert prior.training
+    sample(prior, torch.arange(2))
+    assert prior.training
+
+
+@pytest.mark.parametrize("temperature", [math.inf, -math.inf, math.nan, 0.0, -1.0])
+def test_sampling_refuses_a_temperature_that_is_not_finite_and_positive(temperature):
+    with pytest.raises(ValueError, match="finite temperature > 0"):
+        sample(small_priors()["gated"], torch.arange(2), temperature=temperature)
+
+
+def test_the_chapters_priors_are_built_by_name_from_the_registry():
+    assert {"pixelcnn", "transformer", "masked-pixelcnn"} <= set(PRIORS)
+    built = {name: build_prior(config) for name, config in PRIOR_MODELS["cpu"].items()}
+    assert isinstance(built["pixelcnn"], GatedPixelCNN)
+    assert isinstance(built["transformer"], CodeTransformer)
+    assert built["transformer"].grid == (8, 8)
+
+
+def test_build_prior_gives_the_same_weights_as_the_class_for_the_same_seed():
+    torch.manual_seed(0)
+    built = build_prior(PriorConfig("pixelcnn", options=dict(dim=16, layers=2)))
+    torch.manual_seed(0)
+    direct = GatedPixelCNN(512, 10, dim=16, layers=2)
+    pairs = zip(built.parameters(), direct.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+class ColumnPrior(nn.Module):
+    """A prior that sees only the class: one learned logit vector per class and column."""
+
+    def __init__(self, num_codes, num_classes, grid):
+        super().__init__()
+        self.num_codes, self.num_classes = num_codes, num_classes
+        self.logits = nn.Parameter(torch.zeros(num_classes, num_codes, grid[1]))
+
+    def forward(self, codes, labels):
+        check_codes(codes, self.num_codes)
+        check_labels(labels, self.num_classes, len(codes))
+        b, h, w = codes.shape
+        return self.logits[labels][:, :, None, :].expand(b, -1, h, w)  # (B, K, H, W)
+
+
+def test_a_new_prior_is_one_class_and_one_register_line(monkeypatch):
+    monkeypatch.setitem(PRIORS, "column", None)  # removed again after the test
+    register_prior("column")(ColumnPrior)
+    train = torch.randint(4, (32, 8, 8), generator=torch.Generator().manual_seed(0))
+    codes = CodeSplits(train, train[:8], torch.arange(32) % 10, torch.arange(8) % 10, K)
+    config = TrainConfig(steps=4, batch_size=8, learning_rate=0.1, warmup_steps=1, log_every=2)
+    task = PriorTask(PriorConfig("column", num_codes=K), config, codes)
+    run = fit(task, config)
+    assert isinstance(task.model, ColumnPrior) and run.test["bits_per_code"] < math.log2(K)
+    assert sample(task.model, torch.arange(3)).shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (PriorConfig("no-such-prior"), "unknown prior 'no-such-prior'; registered: "),
+        (PriorConfig("pixelcnn", options={"heads": 4}), "prior 'pixelcnn' cannot take options"),
+        (PriorConfig("transformer", options={"dim": 30, "heads": 4}), "multiple of heads"),
+        (PriorConfig("pixelcnn", options={"layers": 0}), "GatedPixelCNN.layers must be"),
+    ],
+)
+def test_build_prior_names_what_is_wrong(config, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        build_prior(config)
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        (dict(num_codes=0), "PriorConfig.num_codes must be an integer >= 1"),
+        (dict(grid=(8,)), "PriorConfig.grid must be (height, width)"),
+        (dict(grid=(8, 0)), "PriorConfig.grid.width must be"),
+        (dict(options=[("dim", 8)]), "PriorConfig.options must be a dict"),
+    ],
+)
+def test_prior_config_refuses_bad_sizes(fields, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        PriorConfig(**fields)

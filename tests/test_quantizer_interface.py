@@ -10,7 +10,6 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from vqvae_lite.loop import TrainConfig
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import (
     QUANTIZERS,
@@ -19,16 +18,18 @@ from vqvae_lite.quantizer import (
     check_indices,
     check_latents,
     register_quantizer,
+    registered_quantizers,
     straight_through,
 )
 from vqvae_lite.train import load_model, train
+from vqvae_lite.train_config import TrainConfig
 
 
 @register_quantizer("fixed-random")
 class FixedRandomCodebook(Quantizer):
     """K random codes that never move; nearest code by brute force, no loss terms."""
 
-    def __init__(self, num_codes: int, dim: int, beta: float = 0.0, scale: float = 1.0):
+    def __init__(self, num_codes: int, dim: int, scale: float = 1.0):
         super().__init__()
         self.num_codes, self.dim = num_codes, dim
         generator = torch.Generator().manual_seed(1234)
@@ -51,7 +52,7 @@ def tiny_splits():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=generator)
     labels = torch.zeros(40, dtype=torch.int64)
-    from vqvae_lite.data import ImageSplits
+    from vqvae_lite.image_folder import ImageSplits
 
     return ImageSplits(images[:32], images[32:], labels[:32], labels[32:], ["noise"], "tiny")
 
@@ -70,7 +71,7 @@ def test_a_new_quantizer_trains_and_round_trips_a_checkpoint(tmp_path):
     result = train(model_config, config, tiny_splits(), out=tmp_path)
     assert result.steps == 2 and len(result.history) == 2
     assert "codes_used" in result.history[-1] and result.test["codes_used"] >= 1
-    assert torch.equal(result.model.quantizer.codebook, FixedRandomCodebook(16, 4, 0, 0.5).codebook)
+    assert torch.equal(result.model.quantizer.codebook, FixedRandomCodebook(16, 4, 0.5).codebook)
     loaded, _ = load_model(tmp_path / "checkpoint.pt")
     assert isinstance(loaded.quantizer, FixedRandomCodebook)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -86,7 +87,7 @@ SMALL_OPTIONS = {"fsq": {"levels": [4, 4]}}  # FSQ's 16 codes: a grid of 4 x 4 l
 
 
 def test_every_registered_quantizer_answers_the_interface():
-    for name in sorted(QUANTIZERS):
+    for name in sorted(registered_quantizers()):
         torch.manual_seed(0)
         sizes = dict(hidden=16, residual_hidden=8, embedding_dim=4, num_codes=16)
         options = SMALL_OPTIONS.get(name, {})
@@ -98,5 +99,8 @@ def test_every_registered_quantizer_answers_the_interface():
         assert all(v.dim() == 0 for v in out.losses.values()), name
         assert model.quantizer.decode(out.indices).shape == (2, 4, 4, 4), name
         assert model.quantizer.upkeep(out.z_e.detach(), out.indices) >= 0, name
+        counts = torch.bincount(out.indices.flatten(), minlength=model.quantizer.num_codes)
+        per_stage = model.quantizer.stage_counts(counts)  # (stages, codes per stage)
+        assert per_stage.dim() == 2 and (per_stage.sum(dim=1) == counts.sum()).all(), name
         (out.x_hat.square().mean() + sum(out.losses.values())).backward()
         assert model.encoder.conv1.weight.grad.abs().sum() > 0, f"{name}: no encoder gradient"

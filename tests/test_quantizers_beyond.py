@@ -11,19 +11,19 @@ import torch.nn.functional as F
 from vqvae_lite.fsq import FiniteScalarQuantizer, bound
 from vqvae_lite.model import VQVAE, ModelConfig
 from vqvae_lite.quantizer import build_quantizer, straight_through
-from vqvae_lite.quantizer_variants import format_table, measure, quantizer_variants
-from vqvae_lite.residual_vq import ResidualVQ
+from vqvae_lite.quantizer_variants import quantizer_variants
+from vqvae_lite.residual_vq import MOST_INDICES, ResidualVQ
 from vqvae_lite.rotation_trick import RotationQuantizer, rotation_trick
-from vqvae_lite.train import TrainResult
 
 D = 16
 CONFIGS = {  # name -> (num_codes, options) for build_quantizer and ModelConfig
     "fsq": (512, {"levels": [8, 8, 8]}),
     "fsq-4375": (4375, {"levels": [7, 5, 5, 5, 5]}),
     "rotation": (64, {"decay": 0.8, "restart_dead_after": 5}),
-    "rvq": (64**2, {"stages": 2, "restart_dead_after": 5}),
-    "rvq-shared": (8**3, {"stages": 3, "shared_codebook": True}),
+    "rvq": (64, {"stages": 2, "restart_dead_after": 5}),  # 64**2 indices
+    "rvq-shared": (8, {"stages": 3, "shared_codebook": True}),  # 8**3 indices
 }
+INDICES = {"rvq": 64**2, "rvq-shared": 8**3}  # the index space, where it is not num_codes
 
 
 def registered_name(name: str) -> str:
@@ -39,7 +39,7 @@ def build(name: str, dim: int = D):
 
 def small_residual_vq(stages: int = 2, size: int = 8, dim: int = D) -> ResidualVQ:
     """Residual VQ whose later stages have ever smaller codes, so that greedy decoding inverts."""
-    rvq = ResidualVQ(size**stages, dim, stages=stages).eval()
+    rvq = ResidualVQ(size, dim, stages=stages).eval()
     generator = torch.Generator().manual_seed(0)
     for stage, codebook in enumerate(rvq.codebooks):
         codebook.codebook.copy_(torch.randn(size, dim, generator=generator) * 0.1**stage)
@@ -252,7 +252,7 @@ def test_builds_from_model_config_and_survives_a_state_dict_round_trip(name):
     first, second = model(x), again(x)
     assert torch.equal(first.indices, second.indices)
     torch.testing.assert_close(first.x_hat, second.x_hat)
-    assert model.quantizer.num_codes == num_codes
+    assert model.quantizer.num_codes == INDICES.get(name, num_codes)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -271,32 +271,56 @@ def test_rejects_latents_of_the_wrong_shape_naming_the_expected_one(name):
 def test_fsq_refuses_num_codes_other_than_the_product_of_its_levels():
     with pytest.raises(ValueError, match="num_codes must equal prod\\(levels\\) = 4375"):
         VQVAE(ModelConfig(quantizer="fsq", quantizer_options={"levels": [7, 5, 5, 5, 5]}))
-    with pytest.raises(ValueError, match="levels must be integers >= 2"):
+    with pytest.raises(ValueError, match="levels must be integers >= 3"):
         FiniteScalarQuantizer(8, D, levels=[8, 1])
+    with pytest.raises(ValueError, match="levels must be integers >= 3"):
+        FiniteScalarQuantizer(12, D, levels=[4, 2.5])
 
 
-def test_residual_vq_refuses_num_codes_that_are_not_a_power():
-    with pytest.raises(ValueError, match="K\\*\\*stages"):
-        VQVAE(ModelConfig(num_codes=1000, quantizer="rvq", quantizer_options={"stages": 2}))
+def test_fsq_refuses_a_channel_of_two_levels_which_would_stay_dead():
+    with pytest.raises(ValueError, match="levels must be integers >= 3.*2 levels"):
+        FiniteScalarQuantizer(16, D, levels=[8, 2])
+    with pytest.raises(ValueError, match="levels must be integers >= 3"):
+        VQVAE(ModelConfig(num_codes=4, quantizer="fsq", quantizer_options={"levels": [2, 2]}))
 
 
-def test_every_variant_of_the_chapter_builds_and_measures():
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_float64_latents_give_the_indices_of_float32(name):
+    torch.manual_seed(0)
+    quantizer = build(name).eval()
+    z = torch.randn(2, D, 4, 4)
+    single, double = quantizer(z), quantizer(z.double())
+    assert torch.equal(single.indices, double.indices)
+    assert double.z_q.dtype == torch.float64
+
+
+def test_residual_vq_counts_codes_per_stage_and_refuses_index_spaces_too_large_to_count():
+    rvq = ResidualVQ(512, D, stages=2)  # ModelConfig's K = 512 codes in each stage
+    assert rvq.num_codes == 512**2 and [len(b.codebook) for b in rvq.codebooks] == [512, 512]
+    with pytest.raises(ValueError, match="8 stages of 1024 codes make 1.21e\\+24 indices"):
+        ResidualVQ(1024, D, stages=8)  # SoundStream's 8 x 1024: 80 bits, no int64 holds it
+    with pytest.raises(ValueError, match=f"more than {MOST_INDICES:,}"):
+        VQVAE(ModelConfig(num_codes=256, quantizer="rvq", quantizer_options={"stages": 3}))
+    with pytest.raises(ValueError, match="stages >= 1"):
+        ResidualVQ(16, D, stages=0)
+
+
+def test_only_quantizers_with_a_commitment_term_take_beta():
+    assert not FiniteScalarQuantizer.takes_beta and ResidualVQ.takes_beta
+    assert RotationQuantizer.takes_beta
+    assert build_quantizer("rvq", 8, D, beta=0.5).beta == 0.5
+    fsq = build_quantizer("fsq", 512, D, beta=0.5)  # built without it
+    assert "beta" not in vars(fsq)
+
+
+def test_every_variant_of_the_chapter_builds():
     variants = quantizer_variants()
     assert len(variants) == 7
-    rows = {}
-    for name, config in variants.items():
-        model = VQVAE(config)
-        counts = torch.zeros(config.num_codes, dtype=torch.int64)
-        counts[:3] = 10
-        test = {"psnr": 20.0, "nmse": 0.1, "codes_used": 3, "perplexity": 3.0}
-        result = TrainResult(model, [], test | {"code_counts": counts}, 10.0, 5, 0.06)
-        rows[name] = [measure(result)]
-    assert rows["FSQ [8,8,8]"][0]["bits"] == 64 * 9 == rows["EMA + restart"][0]["bits"]
-    assert rows["RVQ 2 x 512"][0]["bits"] == 64 * 18
-    assert rows["RVQ 2 x 512"][0]["stage_codes_used"] == [3, 1]
-    assert rows["plain VQ"][0]["step_s"] == 2.0
-    table = format_table(rows)
-    assert table.count("\n") == len(variants) + 2  # a header, 7 variants, 2 stages
+    models = {name: VQVAE(config) for name, config in variants.items()}
+    assert models["RVQ 2 x 512"].quantizer.num_codes == 512**2
+    counts = torch.ones(512**2, dtype=torch.int64)
+    assert models["RVQ 2 x 512"].quantizer.stage_counts(counts).shape == (2, 512)
+    assert models["FSQ [8,8,8]"].quantizer.stage_counts(torch.ones(512)).shape == (1, 512)
 
 
 # -- against vector-quantize-pytorch -------------------------------------------------------
@@ -348,7 +372,7 @@ def test_rotation_trick_matches_vector_quantize_pytorch():
 def test_residual_vq_matches_vector_quantize_pytorch(stages):
     reference = pytest.importorskip("vector_quantize_pytorch")
     torch.manual_seed(0)
-    ours = ResidualVQ(32**stages, 64, stages=stages).eval()
+    ours = ResidualVQ(32, 64, stages=stages).eval()
     theirs = reference.ResidualVQ(dim=64, num_quantizers=stages, codebook_size=32).eval()
     for stage in range(stages):
         codebook = torch.randn(32, 64) / (stage + 1)

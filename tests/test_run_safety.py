@@ -20,21 +20,26 @@ from PIL import Image
 from torch import nn
 
 import vqvae_lite.cli as cli_module
-from vqvae_lite.checkpoint import LOCK, CheckpointError, load_checkpoint, save_checkpoint
-from vqvae_lite.cli import main
-from vqvae_lite.data import CACHE_ENV, ImageSplits, ResidentBatches
-from vqvae_lite.images import decode_codes, encode_image, load_image, reconstruct
-from vqvae_lite.loop import (
+import vqvae_lite.training_flags as training_flags
+from vqvae_lite.checkpoint import (
     CHECKPOINT,
-    NonFiniteLossError,
-    StepOutput,
-    Task,
-    TrainConfig,
-    TrainingInterrupted,
-    fit,
+    LOCK,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
 )
+from vqvae_lite.cli import main
+from vqvae_lite.divergence import NonFiniteLossError
+from vqvae_lite.image_cache import CACHE_ENV
+from vqvae_lite.image_folder import ImageSplits
+from vqvae_lite.images import decode_codes, encode_image, load_image, reconstruct
+from vqvae_lite.interrupts import TrainingInterrupted
+from vqvae_lite.loop import fit
 from vqvae_lite.model import VQVAE, ModelConfig
+from vqvae_lite.task import StepOutput, Task
 from vqvae_lite.train import train
+from vqvae_lite.train_config import TrainConfig
+from vqvae_lite.training_scale import ResidentBatches
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ModelConfig(hidden=16, residual_hidden=8, residual_layers=1, embedding_dim=8)
@@ -92,8 +97,10 @@ def python(script: str, **kwargs) -> subprocess.Popen:
 LINE_SCRIPT = """
     import os, signal, sys, time
     import torch
-    from vqvae_lite.data import ResidentBatches
-    from vqvae_lite.loop import StepOutput, Task, TrainConfig, fit
+    from vqvae_lite.loop import fit
+    from vqvae_lite.task import StepOutput, Task
+    from vqvae_lite.train_config import TrainConfig
+    from vqvae_lite.training_scale import ResidentBatches
 
     class Line(Task):
         def __init__(self, hook):
@@ -336,13 +343,18 @@ def test_resuming_a_run_that_is_already_at_its_steps_trains_nothing(tmp_path):
     assert (tmp_path / CHECKPOINT).read_bytes() == before
 
 
+class EvaluatedLine(Line):
+    def evaluate(self):
+        return {"weight": self.model.weight.item()}
+
+
 def test_the_command_line_says_a_resumed_run_is_already_done(tmp_path, monkeypatch, capsys):
-    fit(Line(), LINE_RUN, out=tmp_path)
+    fit(EvaluatedLine(), LINE_RUN, out=tmp_path)
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data must not be loaded")
 
-    monkeypatch.setattr(cli_module, "load_cifar10", no_data)
+    monkeypatch.setattr(training_flags, "load_cifar10", no_data)
     status = main(["--preset", "cpu", "--out", str(tmp_path), "--resume", "--steps", "4"])
     printed = capsys.readouterr().out
     assert status == 0 and "trained" not in printed
@@ -413,10 +425,10 @@ def no_data(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the data was loaded")
 
-    monkeypatch.setattr(cli_module, "load_cifar10", refuse)
+    monkeypatch.setattr(training_flags, "load_cifar10", refuse)
 
 
-@pytest.mark.parametrize("device", ["foo", "cuda:7"])
+@pytest.mark.parametrize("device", ["foo", "cuda:7", "meta"])
 def test_an_unusable_device_is_one_line_before_the_data(device, no_data, tmp_path, capsys):
     if device == "cuda:7" and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
@@ -458,7 +470,7 @@ def test_the_image_size_flag_reaches_the_loader(monkeypatch, tmp_path):
         asked.update(data=data, image_size=image_size)
         raise KeyboardInterrupt  # stop there
 
-    monkeypatch.setattr(cli_module, "load_cifar10", record)
+    monkeypatch.setattr(training_flags, "load_cifar10", record)
     flags = ["--device", "cpu", "--out", str(tmp_path)]
     assert main([*flags, "--data", "x", "--image-size", "16"]) == 130
     assert asked == {"data": "x", "image_size": 16}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,23 +19,27 @@ from torch import nn
 
 import vqvae_lite.cli as cli_module
 import vqvae_lite.train as train_module
-from vqvae_lite.checkpoint import FORMAT, CheckpointError, load_checkpoint
+import vqvae_lite.training_flags as training_flags
+from vqvae_lite.checkpoint import CHECKPOINT, FORMAT, CheckpointError, load_checkpoint
 from vqvae_lite.cli import main
 from vqvae_lite.codebook_upkeep import DEFAULT_MODELS
-from vqvae_lite.data import CACHE_ENV, ImageSplits, ResidentBatches
-from vqvae_lite.loop import (
-    CHECKPOINT,
-    NonFiniteLossError,
-    StepOutput,
-    Task,
-    TrainConfig,
-    fit,
-    learning_rate,
-)
+from vqvae_lite.divergence import NonFiniteLossError
+from vqvae_lite.image_cache import CACHE_ENV
+from vqvae_lite.image_folder import ImageSplits
+from vqvae_lite.loop import fit
 from vqvae_lite.losses import LossTerms
-from vqvae_lite.metrics import evaluate, psnr
-from vqvae_lite.model import ModelConfig, VQVAEOutput
-from vqvae_lite.train import PRESETS, load_model, train
+from vqvae_lite.metrics import (
+    evaluate,
+    evaluation_mode,
+    metrics_from_sums,
+    psnr,
+    reconstruction_sums,
+)
+from vqvae_lite.model import VQVAE, ModelConfig, VQVAEOutput
+from vqvae_lite.task import StepOutput, Task
+from vqvae_lite.train import PRESETS, VQVAETask, load_model, train
+from vqvae_lite.train_config import TrainConfig, learning_rate
+from vqvae_lite.training_scale import ResidentBatches, to_training_scale
 
 TINY_MODEL = ModelConfig(hidden=16, residual_hidden=8, residual_layers=1, embedding_dim=8)
 TINY_MODEL = replace(TINY_MODEL, num_codes=16)
@@ -77,9 +82,10 @@ def without_times(history: list[dict]) -> list[dict]:
 class FixedErrorModel(nn.Module):
     """Reconstructs x as x + 0.1 and picks code 0 for the first half of the images, 1 after."""
 
-    def __init__(self):
+    def __init__(self, index_space: int = 4):
         super().__init__()
         self.config = ModelConfig(num_codes=4)
+        self.quantizer = SimpleNamespace(num_codes=index_space)  # residual VQ: more than 4
         self.weight = nn.Parameter(torch.zeros(()))
 
     def forward(self, x):
@@ -102,6 +108,50 @@ def test_metrics_match_hand_computed_values():
     assert metrics["perplexity"] == pytest.approx(2.0)
     assert metrics["codes_used"] == 2
     assert metrics["code_counts"].tolist() == [16, 16, 0, 0]
+
+
+def test_the_metrics_count_the_quantizers_indices_not_the_codebook_size():
+    images = torch.full((8, 3, 4, 4), 100, dtype=torch.uint8)
+    metrics = evaluate(FixedErrorModel(index_space=6), images, data_variance=0.5, batch_size=4)
+    assert metrics["code_counts"].tolist() == [16, 16, 0, 0, 0, 0]
+
+
+def test_sums_of_parts_of_a_split_give_the_metrics_of_the_whole(splits):
+    torch.manual_seed(0)
+    model = VQVAE(TINY_MODEL)
+    whole = reconstruction_sums(model, splits.test, batch_size=5)
+    assert whole["values"] == splits.test.numel() and whole["code_counts"].dtype == torch.int64
+    parts = [reconstruction_sums(model, part, batch_size=5) for part in splits.test.split(7)]
+    added = {key: sum(part[key] for part in parts) for key in whole}
+    assert torch.equal(added["code_counts"], whole["code_counts"])
+    assert added["squared_error"] == pytest.approx(whole["squared_error"], rel=1e-6)
+    metrics = evaluate(model, splits.test, 0.3, batch_size=5)
+    again = metrics_from_sums(whole, 0.3)
+    assert torch.equal(again.pop("code_counts"), metrics.pop("code_counts")) and again == metrics
+    assert metrics_from_sums(added, 0.3)["nmse"] == pytest.approx(metrics["nmse"], rel=1e-6)
+
+
+def test_evaluation_mode_gives_the_module_back_in_its_mode_however_the_block_ends():
+    module = nn.Sequential(nn.Dropout(0.5))
+    for training in (True, False):
+        module.train(training)
+        with pytest.raises(RuntimeError), evaluation_mode(module):
+            assert not module.training and not module[0].training
+            raise RuntimeError("the block failed")
+        assert module.training == training and module[0].training == training
+
+
+def test_the_sample_of_training_images_is_one_fixed_draw_that_is_then_encoded(splits):
+    task = VQVAETask(TINY_MODEL, TINY_RUN, splits)
+    before = torch.get_rng_state()
+    images = task.sample_images(20)
+    pick = torch.randperm(48, generator=torch.Generator().manual_seed(0))[:20]
+    assert images.dtype == torch.uint8 and torch.equal(images, splits.train[pick])
+    encodings = task.sample_encodings(20)
+    assert torch.equal(torch.get_rng_state(), before)  # no draw from the global generator
+    with torch.no_grad():
+        z_e = task.model.encode(to_training_scale(images))  # (20, D, h, w)
+    assert torch.equal(encodings, z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]))
 
 
 def test_evaluation_leaves_the_model_in_training_mode_and_the_ema_codebook_alone(splits):
@@ -347,7 +397,7 @@ def test_command_line_flags_choose_the_quantizer_and_its_options(
         chosen.update(model=model_config, run=config)
         raise KeyboardInterrupt  # stop before any training
 
-    monkeypatch.setattr(cli_module, "load_cifar10", lambda data, **kwargs: splits)
+    monkeypatch.setattr(training_flags, "load_cifar10", lambda data, **kwargs: splits)
     monkeypatch.setattr(cli_module, "train", record_and_stop)
     assert main(["--preset", "cpu", "--device", "cpu", "--batch-size", "8", *flags]) == 130
     assert chosen["model"].quantizer == quantizer
@@ -367,12 +417,9 @@ def test_command_line_refuses_negative_settings(flags, capsys):
     assert f"{flags[0]} must be at least" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "command, module",
-    [("vqvae_lite", "vqvae_lite.__main__"), ("vqvae_lite.train", "vqvae_lite.train")],
-)
-def test_python_dash_m_runs_the_command_line_and_loads_each_module_once(command, module):
-    command = [sys.executable, "-X", "importtime", "-W", "error", "-m", command, "--help"]
+def test_python_dash_m_runs_the_command_line_and_loads_each_module_once():
+    module = "vqvae_lite.__main__"
+    command = [sys.executable, "-X", "importtime", "-W", "error", "-m", "vqvae_lite", "--help"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert "--restart-dead-after" in finished.stdout and "--quantizer" in finished.stdout

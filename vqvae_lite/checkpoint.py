@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from vqvae_lite.safe_files import save_atomically
+
 try:
     import fcntl  # Linux and macOS
 except ImportError:  # Windows: a run's folder is not locked
@@ -19,6 +21,7 @@ except ImportError:  # Windows: a run's folder is not locked
 
 FORMAT = "vqvae-lite checkpoint 3"  # 3: with the sha256 of its contents
 REQUIRED = ("format", "identity", "train_config", "model", "step")
+CHECKPOINT = "checkpoint.pt"  # the file a run keeps in its folder
 LOCK = ".lock"  # in a run's folder, locked by the process that trains there
 
 
@@ -50,28 +53,31 @@ def checksum(state: dict) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write `state` and its checksum to `path` atomically: a temporary file beside it, synced,
-    then renamed.
+    """Write `state` and its checksum to `path` atomically, with chapter 0's `save_atomically`:
+    a temporary file beside it, synced, then renamed.
 
-    A crash mid-write leaves the previous checkpoint untouched, never half a file. The temporary
-    files of writes that were killed are removed by the next write that succeeds (a run's folder
-    has one writer: see `claim_folder`).
+    A crash mid-write leaves the previous checkpoint untouched, never half a file. A write that
+    fails (a full disk, a folder gone) raises CheckpointError saying why, and also leaves the
+    previous checkpoint as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     contents = {"format": FORMAT, **state}
     contents["sha256"] = checksum(contents)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "wb") as file:
-            torch.save(contents, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.partial"):  # from killed writes
-        leftover.unlink(missing_ok=True)
+        save_atomically(contents, path)
+    except (OSError, RuntimeError) as error:  # torch's writer fails with a RuntimeError
+        raise CheckpointError(f"{path} could not be written ({write_failure(error)})") from error
+
+
+def write_failure(error: BaseException) -> str:
+    """Why a write failed, in a few words: the system's reason (such as 'No space left on
+    device') where the chain of exceptions holds one, else the error's first line."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -118,16 +124,27 @@ def config_differences(saved: dict, current: dict, keys: list[str] | None = None
     return differences
 
 
-def check_resumable(state: dict, identity: dict, train_config: dict, same_run: list[str]):
+def check_resumable(
+    state: dict, identity: dict, train_config: dict, same_run: list[str], may_lower=()
+) -> list[str]:
     """Raise CheckpointError unless the checkpoint has this identity (model, data) and, among
-    the training settings, the same values for every field named in `same_run`."""
+    the training settings, the same values for every field named in `same_run` and no higher
+    value for any named in `may_lower`. Returns those lowered, as 'name: saved -> current'."""
     differences = config_differences(state["identity"], identity)
     differences += config_differences(state["train_config"], train_config, same_run)
+    lowered = []
+    for key in may_lower:
+        old, new = state["train_config"][key], train_config[key]
+        if new > old:
+            differences.append(f"{key}: {old!r} -> {new!r} (a resume may lower it, not raise it)")
+        elif new < old:
+            lowered.append(f"{key}: {old!r} -> {new!r}")
     if differences:
         raise CheckpointError(
             "the checkpoint belongs to another run; these settings differ (saved -> now):\n  "
             + "\n  ".join(differences)
         )
+    return lowered
 
 
 def claim_folder(folder: str | Path):

@@ -43,14 +43,20 @@ def code_counts(indices: Tensor, num_codes: int) -> Tensor:
     return torch.bincount(indices.flatten(), minlength=num_codes)
 
 
-def perplexity(indices: Tensor, num_codes: int) -> float:
-    """exp(entropy of code usage): the number of equally used codes with the same entropy.
+def perplexity_of_counts(counts: Tensor) -> float:
+    """exp(entropy of code usage) from the counts (K,) of each code: the number of equally
+    used codes with the same entropy.
 
-    1 when one code takes everything; num_codes when every code is used equally often.
+    1 when one code takes everything; K when every code is used equally often.
     """
-    probs = code_counts(indices, num_codes).double() / indices.numel()
+    probs = counts.double() / counts.sum()  # (K,) share of each code
     entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
     return entropy.exp().item()
+
+
+def perplexity(indices: Tensor, num_codes: int) -> float:
+    """The perplexity of the codes picked: `perplexity_of_counts` of their counts."""
+    return perplexity_of_counts(code_counts(indices, num_codes))
 
 
 def codes_used(indices: Tensor, num_codes: int) -> int:

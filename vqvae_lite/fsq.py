@@ -45,11 +45,15 @@ class FiniteScalarQuantizer(Quantizer):
     must equal prod(levels). No loss terms, no codebook to collapse, nothing to upkeep.
     """
 
-    def __init__(self, num_codes: int, dim: int, beta: float = 0.25, levels=(8, 8, 8)):
+    def __init__(self, num_codes: int, dim: int, levels=(8, 8, 8)):
         super().__init__()
+        if not levels or any(int(level) != level or level < 3 for level in levels):
+            raise ValueError(
+                f"FSQ levels must be integers >= 3, got {list(levels)}: with 2 levels the "
+                "shifted bound puts z = 0 deep inside level 0, where its slope is about 1e-3, "
+                "and the channel almost never leaves it"
+            )
         levels = [int(level) for level in levels]
-        if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must be integers >= 2, got {levels}")
         if num_codes != math.prod(levels):
             raise ValueError(
                 f"ModelConfig.num_codes must equal prod(levels) = {math.prod(levels)} for "
@@ -80,10 +84,11 @@ class FiniteScalarQuantizer(Quantizer):
 
     def forward(self, z_e: Tensor) -> Quantized:
         check_latents(z_e, self.dim)
-        z = self.project_in(z_e.permute(0, 2, 3, 1))  # (B, D, H, W) -> (B, H, W, d)
+        x = z_e.permute(0, 2, 3, 1).to(self.project_in.weight.dtype)  # -> (B, H, W, D)
+        z = self.project_in(x)  # (B, H, W, d)
         codes = self.quantize(z)  # (B, H, W, d), gradient by straight-through rounding
         z_q = self.project_out(codes.to(z.dtype)).permute(0, 3, 1, 2)  # -> (B, D, H, W)
-        return Quantized(z_q, self.codes_to_indices(codes.detach()), {})
+        return Quantized(z_q.to(z_e.dtype), self.codes_to_indices(codes.detach()), {})
 
     def decode(self, indices: Tensor) -> Tensor:
         """(B, H, W) indices -> (B, D, H, W) latents."""

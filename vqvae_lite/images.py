@@ -13,14 +13,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vqvae_lite.data import (
-    DataError,
-    _decode,
-    check_image_size,
-    from_training_scale,
-    to_training_scale,
-)
+from vqvae_lite.image_folder import DataError, check_image_size, decode_image
 from vqvae_lite.model import VQVAE
+from vqvae_lite.training_scale import from_training_scale, to_training_scale
 
 
 def load_image(path: str | Path, size: int | None = None) -> Tensor:
@@ -31,7 +26,7 @@ def load_image(path: str | Path, size: int | None = None) -> Tensor:
     columns that keep H and W from being multiples of 4 (the encoder halves them twice).
     """
     check_image_size(size)
-    pixels, _ = _decode(Path(path), size)  # (H, W, 3) uint8, RGB, upright
+    pixels, _ = decode_image(Path(path), size)  # (H, W, 3) uint8, RGB, upright
     height, width = pixels.shape[0] // 4 * 4, pixels.shape[1] // 4 * 4
     if not (height and width):
         raise DataError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels: at least 4x4")

@@ -25,16 +25,17 @@ class ModelConfig:
     residual_layers: int = 2
     embedding_dim: int = 64  # D: length of each code vector
     num_codes: int = 512  # K: number of codes in the codebook
-    beta: float = 0.25  # weight of the commitment term
+    beta: float = 0.25  # weight of the commitment term, for quantisers that have one
     quantizer: str = "vq"  # a name in vqvae_lite.quantizer.QUANTIZERS
     quantizer_options: dict = field(default_factory=dict)  # extra arguments of that quantiser
 
     def __post_init__(self):
         for name in ("in_channels", "hidden", "residual_hidden", "embedding_dim", "num_codes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.residual_layers, int) or self.residual_layers < 0:
+        layers = self.residual_layers
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
             raise ValueError(
                 f"ModelConfig.residual_layers must be an integer >= 0, got {self.residual_layers!r}"
             )
@@ -42,6 +43,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.hidden must be even (h/2 channels), got {self.hidden}")
         if not (isinstance(self.beta, int | float) and math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"ModelConfig.beta must be finite and >= 0, got {self.beta!r}")
+        if not isinstance(self.quantizer, str):
+            raise ValueError(f"ModelConfig.quantizer must be a name, got {self.quantizer!r}")
+        if not isinstance(self.quantizer_options, dict):
+            options = self.quantizer_options
+            raise ValueError(f"ModelConfig.quantizer_options must be a dict, got {options!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,11 +67,13 @@ class VQVAEOutput:
 def check_images(x: Tensor, channels: int) -> None:
     """Raise a ValueError naming the expected shape (B, channels, H, W) for unusable input."""
     expected = f"expected float images of shape (B, {channels}, H, W) with H, W divisible by 4"
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{expected}, got {type(x).__name__} (use torch.as_tensor first)")
     if x.dim() != 4:
         raise ValueError(f"{expected}, got rank {x.dim()} with shape {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(f"{expected}, got {x.shape[1]} channels in shape {tuple(x.shape)}")
-    if x.shape[2] % 4 or x.shape[3] % 4:
+    if x.shape[2] % 4 or x.shape[3] % 4 or 0 in x.shape:
         raise ValueError(f"{expected}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{expected}, got dtype {x.dtype} (scale uint8 pixels to [-1, 1] first)")

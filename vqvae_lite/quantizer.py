@@ -6,8 +6,10 @@ Chapter 3 (`notebooks/03_straight_through.ipynb`) shows why the straight-through
 and builds the interface; chapter 4 explains the two loss terms the vector quantiser returns.
 """
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,13 +53,18 @@ class Quantizer(nn.Module):
     - `initialize(sample)` once before training, where `sample()` returns encoder outputs
       (N, dim); the default does nothing;
     - `upkeep(z_e, indices)` after every optimiser step, with the step's latents and indices;
-      returns how many codes it moved (the default moves none).
+      returns how many codes it moved (the default moves none);
+    - `stage_counts(counts)`: the use of each code, per stage, from the counts of the indices;
+      one stage by default (chapter 9's residual VQ has several).
 
     `num_codes` is the size of the index space and `dim` the length of each latent vector.
+    The constructor takes `num_codes`, `dim` and options of its own; `takes_beta` says whether
+    one of them is `beta`, the weight of a commitment term.
     """
 
     num_codes: int
     dim: int
+    takes_beta: bool = False
 
     def decode(self, indices: Tensor) -> Tensor:
         raise NotImplementedError
@@ -68,6 +75,27 @@ class Quantizer(nn.Module):
     def upkeep(self, z_e: Tensor, indices: Tensor) -> int:
         """Changes to the codes between steps (chapter 7 uses it); returns how many moved."""
         return 0
+
+    def stage_counts(self, counts: Tensor) -> Tensor:
+        """Counts (num_codes,) of the indices -> (stages, codes per stage): one stage here."""
+        return counts.unsqueeze(0)
+
+
+class CodebookQuantizer(Quantizer):
+    """A quantiser that keeps its codes in a (K, dim) tensor `codebook`: chapter 7's fixes
+    work on any of them through two more methods:
+
+    - `lookup(z_e)` -> the nearest codes (B, dim, H, W) in float32 and their indices (B, H, W);
+    - `place_codes(which, vectors)` puts the codes of mask `which` (K,) at `vectors` (n, dim).
+    """
+
+    codebook: Tensor
+
+    def lookup(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def place_codes(self, which: Tensor, vectors: Tensor) -> None:
+        raise NotImplementedError
 
 
 def check_indices(indices: Tensor, num_codes: int) -> None:
@@ -94,11 +122,13 @@ def commitment_loss(z_e: Tensor, codes: Tensor) -> Tensor:
         return F.mse_loss(z_e.float(), codes.detach().float())
 
 
-class VectorQuantizer(Quantizer):
+class VectorQuantizer(CodebookQuantizer):
     """K learnable codes of dimension D; each latent vector is replaced by its nearest code.
 
     Its loss terms are the codebook term and beta times the commitment term (chapter 4).
     """
+
+    takes_beta = True
 
     def __init__(self, num_codes: int, dim: int, beta: float = 0.25):
         super().__init__()
@@ -149,13 +179,29 @@ def register_quantizer(name: str):
     return register
 
 
-def build_quantizer(name: str, num_codes: int, dim: int, beta: float, **options) -> Quantizer:
-    """The registered quantiser `name`, built with the model's sizes and its own options."""
-    if name not in QUANTIZERS:
+def registered_quantizers() -> dict[str, type[Quantizer]]:
+    """The registry, after importing every module of this package that registers a quantiser
+    (its source holds `@register_quantizer(`): a quantiser added as a new module is found
+    without any other file naming it."""
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if "@register_quantizer(" in path.read_text(encoding="utf-8"):
+            importlib.import_module(f"{__package__}.{path.stem}")
+    return QUANTIZERS
+
+
+def build_quantizer(
+    name: str, num_codes: int, dim: int, beta: float = 0.25, **options
+) -> Quantizer:
+    """The registered quantiser `name`, built with the model's sizes and its own options;
+    `beta` goes to the quantisers that take one (`takes_beta`)."""
+    if name not in QUANTIZERS and name not in registered_quantizers():
         known = ", ".join(sorted(QUANTIZERS))
         raise ValueError(f"unknown quantizer {name!r}; registered: {known}")
+    cls = QUANTIZERS[name]
+    if cls.takes_beta:
+        options = {"beta": beta} | options
     try:
-        return QUANTIZERS[name](num_codes=num_codes, dim=dim, beta=beta, **options)
+        return cls(num_codes=num_codes, dim=dim, **options)
     except TypeError as error:
         raise ValueError(f"quantizer {name!r} cannot take options {options}: {error}") from None
 

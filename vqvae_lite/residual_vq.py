@@ -19,14 +19,19 @@ from vqvae_lite.quantizer import (
     straight_through,
 )
 
+MOST_INDICES = 2**20  # every index is counted at every step: a (num_codes,) tensor of counts
+
 
 class ResidualCodebooks(Quantizer):
     """The codebooks of residual VQ and its indices; `ResidualVQ` quantises with them.
 
-    `stages` EMA codebooks with restarts (chapter 7), of K codes each, K**stages = num_codes
+    `stages` EMA codebooks with restarts (chapter 7) of K = ModelConfig.num_codes codes each
     (one codebook for all the stages with `shared_codebook=True`). The index of a position is
-    the mixed-radix number of its stage indices (stage 0 the lowest digit), in [0, K**stages).
+    the mixed-radix number of its stage indices (stage 0 the lowest digit), in [0, K**stages),
+    so `num_codes` (the size of the index space) is K**stages, at most `MOST_INDICES`.
     """
+
+    takes_beta = True
 
     def __init__(
         self,
@@ -39,16 +44,21 @@ class ResidualCodebooks(Quantizer):
         restart_dead_after: int = 0,
     ):
         super().__init__()
-        size = round(num_codes ** (1 / stages)) if stages >= 1 else 0
-        if stages < 1 or size**stages != num_codes:
+        if not isinstance(stages, int) or stages < 1:
+            raise ValueError(f"residual VQ needs an integer number of stages >= 1, got {stages}")
+        if num_codes**stages > MOST_INDICES:
             raise ValueError(
-                f"ModelConfig.num_codes must be K**stages for {stages} stages (e.g. 512**2), "
-                f"got {num_codes}"
+                f"residual VQ numbers each position by one index in [0, K**stages), and counts "
+                f"every index at every step: {stages} stages of {num_codes} codes make "
+                f"{num_codes**stages:.3g} indices, more than {MOST_INDICES:,}. Use fewer "
+                "stages or codes (2 stages of 1024 fit)"
             )
-        self.num_codes, self.dim, self.beta = num_codes, dim, beta
-        self.stages, self.size, self.shared_codebook = stages, size, shared_codebook
+        self.num_codes, self.dim, self.beta = num_codes**stages, dim, beta
+        self.stages, self.size, self.shared_codebook = stages, num_codes, shared_codebook
         self.codebooks = nn.ModuleList(
-            EMAQuantizerWithUpkeep(size, dim, beta, decay, restart_dead_after=restart_dead_after)
+            EMAQuantizerWithUpkeep(
+                num_codes, dim, beta, decay, restart_dead_after=restart_dead_after
+            )
             for _ in range(1 if shared_codebook else stages)
         )
 

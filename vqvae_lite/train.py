@@ -6,7 +6,6 @@ Chapter 6 (`notebooks/06_training.ipynb`) trains the VQ-VAE on CIFAR-10 with it.
 terminal: `python -m vqvae_lite --preset cpu` (the command line is `vqvae_lite.cli`).
 """
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,12 +13,16 @@ import torch
 from torch import Tensor
 
 from vqvae_lite.checkpoint import CheckpointError, load_checkpoint
-from vqvae_lite.codebook import code_counts
-from vqvae_lite.data import ImageSplits, ResidentBatches, to_training_scale, training_variance
-from vqvae_lite.loop import StepOutput, Task, TrainConfig, fit, resolve_device
+from vqvae_lite.codebook import code_counts, perplexity_of_counts
+from vqvae_lite.devices import resolve_device
+from vqvae_lite.image_folder import ImageSplits
+from vqvae_lite.loop import fit
 from vqvae_lite.losses import vqvae_loss
 from vqvae_lite.metrics import evaluate
 from vqvae_lite.model import VQVAE, ModelConfig
+from vqvae_lite.task import StepOutput, Task
+from vqvae_lite.train_config import TrainConfig
+from vqvae_lite.training_scale import ResidentBatches, to_training_scale, training_variance
 
 PRESETS = {
     # Budget recipe: recognisable reconstructions within 10 minutes on a 2-core CPU.
@@ -68,12 +71,17 @@ class VQVAETask(Task):
     def start(self) -> None:
         self.model.quantizer.initialize(self.sample_encodings)
 
-    @torch.no_grad()
-    def sample_encodings(self, count: int = 2048) -> Tensor:
-        """Encoder outputs (count*h*w, D) of `count` random training images."""
+    def sample_images(self, count: int) -> Tensor:
+        """`count` training images, (count, 3, H, W) uint8, drawn at random with a generator
+        of its own: the same images in every run, and no draw from the global generator."""
         images = self.batches.images
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
-        x = to_training_scale(images[pick.to(images.device)])
+        return images[pick.to(images.device)]
+
+    @torch.no_grad()
+    def sample_encodings(self, count: int = 2048) -> Tensor:
+        """Encoder outputs (count*h*w, D) of the `count` images of `sample_images`."""
+        x = to_training_scale(self.sample_images(count))
         z_e = torch.cat([self.model.encode(part) for part in x.split(512)])  # (count, D, h, w)
         return z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])  # -> (count*h*w, D)
 
@@ -85,12 +93,10 @@ class VQVAETask(Task):
     def summarize(self, sums: dict[str, Tensor], steps: int) -> dict[str, float]:
         """Means of the losses; perplexity and codes used over all the window's indices."""
         sums = dict(sums)
-        counts, restarted = sums.pop("code_counts"), int(sums.pop("restarted"))
-        probs = counts.double() / counts.sum()  # (K,) share of each code
-        entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
+        counts, restarted = sums.pop("code_counts"), int(sums.pop("restarted"))  # counts: (K,)
         row = super().summarize(sums, steps)
         return row | dict(
-            perplexity=entropy.exp().item(),
+            perplexity=perplexity_of_counts(counts),
             codes_used=int((counts > 0).sum()),
             restarted=restarted,
         )
@@ -143,10 +149,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VQ
         raise CheckpointError(f"{path} does not fit its own model config: {error}") from error
     model = model.to(device, memory_format=torch.channels_last).eval()
     return model, identity["data_variance"]
-
-
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # python -m vqvae_lite.train
-    sys.modules.setdefault("vqvae_lite.train", sys.modules[__name__])  # load this file once
-    from vqvae_lite.cli import main
-
-    sys.exit(main())

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from vqvae_lite.data import from_training_scale
+from vqvae_lite.training_scale import from_training_scale
 
 
 def display_pixels(images: Tensor) -> Tensor:
