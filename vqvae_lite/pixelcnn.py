@@ -85,11 +85,10 @@ def output_head(dim: int, num_codes: int) -> nn.Sequential:
     )
 
 
-@register_prior("pixelcnn")
-class GatedPixelCNN(nn.Module):
-    """The gated PixelCNN of van den Oord et al. (2016b) over a grid of codes, conditioned on
-    the class: a first 7x7 layer with mask A, then 3x3 layers with mask B. Convolutions take
-    any grid of codes; with `grid`, only that one is accepted."""
+class PixelCNN(nn.Module):
+    """What both PixelCNNs share: their sizes, checked, and the embedding of the K codes into
+    `dim` channels. Convolutions take any grid of codes; with `grid`, only that one is
+    accepted."""
 
     def __init__(
         self,
@@ -100,10 +99,27 @@ class GatedPixelCNN(nn.Module):
         grid: tuple[int, int] | None = None,
     ):
         super().__init__()
-        check_sizes("GatedPixelCNN", dim=dim, layers=layers)
+        check_sizes(type(self).__name__, dim=dim, layers=layers)
         self.num_codes, self.num_classes = num_codes, num_classes
+        self.dim, self.layers = dim, layers
         self.grid = None if grid is None else tuple(grid)
         self.embedding = nn.Embedding(num_codes, dim)
+
+    def embed(self, codes: Tensor, labels: Tensor) -> Tensor:
+        """Codes (B, H, W) and labels (B,), checked -> embedded codes (B, C, H, W)."""
+        check_codes(codes, self.num_codes, self.grid)
+        check_labels(labels, self.num_classes, len(codes))
+        return self.embedding(codes).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+@register_prior("pixelcnn")
+class GatedPixelCNN(PixelCNN):
+    """The gated PixelCNN of van den Oord et al. (2016b) over a grid of codes, conditioned on
+    the class: a first 7x7 layer with mask A, then 3x3 layers with mask B."""
+
+    def __init__(self, num_codes: int, num_classes: int, **sizes):
+        super().__init__(num_codes, num_classes, **sizes)
+        dim, layers = self.dim, self.layers
         self.blocks = nn.ModuleList(
             GatedBlock(dim, 7 if i == 0 else 3, num_classes, first=i == 0) for i in range(layers)
         )
@@ -111,9 +127,7 @@ class GatedPixelCNN(nn.Module):
 
     def forward(self, codes: Tensor, labels: Tensor) -> Tensor:
         """Codes (B, H, W), labels (B,) -> logits (B, K, H, W); position p sees codes < p."""
-        check_codes(codes, self.num_codes, self.grid)
-        check_labels(labels, self.num_classes, len(codes))
-        x = self.embedding(codes).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        x = self.embed(codes, labels)  # (B, C, H, W)
         v, h = x, x
         for block in self.blocks:
             v, h = block(v, h, labels)
@@ -121,23 +135,13 @@ class GatedPixelCNN(nn.Module):
 
 
 @register_prior("masked-pixelcnn")
-class MaskedPixelCNN(nn.Module):
+class MaskedPixelCNN(PixelCNN):
     """The original PixelCNN's stack of plain masked convolutions, the same depth as the gated
     one: it has a blind spot above and to the right of every position."""
 
-    def __init__(
-        self,
-        num_codes: int,
-        num_classes: int,
-        dim: int = 64,
-        layers: int = 6,
-        grid: tuple[int, int] | None = None,
-    ):
-        super().__init__()
-        check_sizes("MaskedPixelCNN", dim=dim, layers=layers)
-        self.num_codes, self.num_classes = num_codes, num_classes
-        self.grid = None if grid is None else tuple(grid)
-        self.embedding = nn.Embedding(num_codes, dim)
+    def __init__(self, num_codes: int, num_classes: int, **sizes):
+        super().__init__(num_codes, num_classes, **sizes)
+        dim, layers = self.dim, self.layers
         self.label_bias = nn.Embedding(num_classes, dim)
         self.convs = nn.ModuleList(
             MaskedConv2d(dim, dim, causal_mask("plain", 7 if i == 0 else 3, first=i == 0))
@@ -147,9 +151,7 @@ class MaskedPixelCNN(nn.Module):
 
     def forward(self, codes: Tensor, labels: Tensor) -> Tensor:
         """Codes (B, H, W), labels (B,) -> logits (B, K, H, W), blind spot included."""
-        check_codes(codes, self.num_codes, self.grid)
-        check_labels(labels, self.num_classes, len(codes))
-        x = self.embedding(codes).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        x = self.embed(codes, labels)  # (B, C, H, W)
         bias = self.label_bias(labels)[:, :, None, None]  # (B, C, 1, 1)
         for i, conv in enumerate(self.convs):
             y = torch.relu(conv(x) + bias)
