@@ -31,7 +31,7 @@ from vqvae_lite.checkpoint import (
 from vqvae_lite.cli import main
 from vqvae_lite.divergence import NonFiniteLossError
 from vqvae_lite.image_cache import CACHE_ENV
-from vqvae_lite.image_folder import ImageSplits
+from vqvae_lite.image_folder import DataError, ImageSplits
 from vqvae_lite.images import decode_codes, encode_image, load_image, reconstruct
 from vqvae_lite.interrupts import TrainingInterrupted
 from vqvae_lite.loop import fit
@@ -547,3 +547,12 @@ def test_using_a_model_refuses_training_mode_and_wrong_shapes(model, tmp_path):
         model.eval()
     with pytest.raises(ValueError, match=r"\(1, h, w\)"):
         decode_codes(model, torch.zeros(2, 2, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", "not an image"), ("missing.png", None)])
+def test_a_file_that_is_not_an_image_is_a_data_error_naming_it(model, tmp_path, name, content):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=f"{name} cannot be read as an image"):
+        encode_image(model, path)

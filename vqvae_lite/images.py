@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vqvae_lite.image_folder import DataError, check_image_size, decode_image
+from vqvae_lite.image_folder import UNREADABLE, DataError, check_image_size, decode_image
 from vqvae_lite.model import VQVAE
 from vqvae_lite.training_scale import from_training_scale, to_training_scale
 
@@ -26,7 +26,11 @@ def load_image(path: str | Path, size: int | None = None) -> Tensor:
     columns that keep H and W from being multiples of 4 (the encoder halves them twice).
     """
     check_image_size(size)
-    pixels, _ = decode_image(Path(path), size)  # (H, W, 3) uint8, RGB, upright
+    try:
+        pixels, _ = decode_image(Path(path), size)  # (H, W, 3) uint8, RGB, upright
+    except UNREADABLE as error:  # missing, not an image, cut short, ...
+        reason = f"{type(error).__name__}: {error}"
+        raise DataError(f"{path} cannot be read as an image ({reason})") from None
     height, width = pixels.shape[0] // 4 * 4, pixels.shape[1] // 4 * 4
     if not (height and width):
         raise DataError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels: at least 4x4")
