@@ -12,10 +12,17 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from file_order import in_file_order
 from PIL import Image
 
 from vqvae_lite import data, image_cache
-from vqvae_lite.data import DATA_ENV, find_offline_copy, load_cifar10, load_image_folder
+from vqvae_lite.data import (
+    DATA_ENV,
+    fair_order,
+    find_offline_copy,
+    load_cifar10,
+    load_image_folder,
+)
 from vqvae_lite.image_cache import CACHE_ENV
 from vqvae_lite.image_folder import DataError, DataWarning
 from vqvae_lite.training_scale import ResidentBatches, to_training_scale, training_variance
@@ -52,10 +59,52 @@ def test_image_folder_is_decoded_exactly_with_labels(tmp_path):
     assert splits.classes == CLASSES
     assert splits.train.dtype == torch.uint8 and splits.train.shape == (6, 3, 8, 8)
     assert splits.test.shape == (4, 3, 8, 8)
-    assert torch.equal(splits.train, torch.from_numpy(pixels["train"]).permute(0, 3, 1, 2))
-    assert torch.equal(splits.test, torch.from_numpy(pixels["test"]).permute(0, 3, 1, 2))
-    assert splits.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert splits.test_labels.tolist() == [0, 0, 1, 1]
+    for split, labels in (("train", [0, 0, 0, 1, 1, 1]), ("test", [0, 0, 1, 1])):
+        order = fair_order(torch.tensor(labels))  # the files, read class by class, reordered
+        expected = torch.from_numpy(pixels[split]).permute(0, 3, 1, 2)[order]
+        assert torch.equal(getattr(splits, split), expected)
+        assert getattr(splits, f"{split}_labels").tolist() == torch.tensor(labels)[order].tolist()
+
+
+def assert_every_prefix_in_proportion(labels: torch.Tensor) -> None:
+    """After m images, class c has given m * n_c / n of them, to within two images."""
+    sizes = torch.bincount(labels).double()  # (C,)
+    seen = torch.nn.functional.one_hot(labels).cumsum(0).double()  # (N, C) counts so far
+    expected = torch.arange(1, len(labels) + 1).double()[:, None] * sizes / len(labels)
+    assert (seen - expected).abs().max() < 2
+
+
+@pytest.mark.parametrize("sizes", [[1000] * 10, [50, 5, 1, 17], [3, 2], [1]])
+def test_the_fair_order_is_a_fixed_permutation_whose_prefixes_hold_every_class(sizes):
+    labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))  # sorted
+    order = fair_order(labels)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert torch.equal(order, fair_order(labels))  # the same every time
+    assert_every_prefix_in_proportion(labels[order])
+    if len(labels) > 100:
+        assert not torch.equal(order, torch.arange(len(labels)))
+        assert not torch.equal(order, fair_order(labels, seed=1))
+
+
+def test_any_image_folder_comes_in_the_fair_order_decoded_or_cached(tmp_path):
+    """Classes of 12, 6 and 3 images, read class by class: any prefix is a fair sample, and the
+    cache gives the same order as decoding."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, count in (("ant", 12), ("bee", 6), ("cow", 3)):
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            for i in range(count):
+                colour = rng.integers(0, 256, 3, dtype=np.uint8)  # one colour per image
+                image = np.broadcast_to(colour, (4, 4, 3)).copy()
+                Image.fromarray(image).save(tmp_path / "images" / split / name / f"{i}.png")
+    decoded = load_image_folder(tmp_path / "images")
+    cached = load_image_folder(tmp_path / "images")
+    for split in ("train", "test"):
+        labels = getattr(decoded, f"{split}_labels")
+        assert labels[:3].tolist() != [0, 0, 0]  # not class by class
+        assert_every_prefix_in_proportion(labels)
+        assert torch.equal(getattr(cached, split), getattr(decoded, split))
+        assert torch.equal(getattr(cached, f"{split}_labels"), labels)
 
 
 def test_decoding_happens_once_then_the_cache_answers(tmp_path, monkeypatch):
@@ -159,6 +208,10 @@ def test_the_offline_cifar10_copy(monkeypatch):
     assert splits.test.shape == (10_000, 3, 32, 32)
     assert len(splits.classes) == 10 and splits.classes[0] == "airplane"
     assert torch.bincount(splits.test_labels).tolist() == [1000] * 10
+    # every prefix is a fair sample, although the copy is read class folder by class folder
+    assert torch.bincount(splits.test_labels[:1000]).tolist() == [100] * 10
+    assert torch.bincount(splits.train_labels[:10_000]).tolist() == [1000] * 10
+    assert_every_prefix_in_proportion(splits.test_labels)
     # The copy's README: pixel variance 0.0627 on [0, 1], so about 4x that on [-1, 1].
     assert training_variance(splits.train) == pytest.approx(4 * 0.0627, abs=4e-4)
 
@@ -199,7 +252,7 @@ def test_image_size_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     big = np.full((32, 24, 3), 77, dtype=np.uint8)
     Image.fromarray(big).save(tmp_path / "images" / "test" / "dog" / "big.png")
     with pytest.warns(DataWarning, match="resized 2 of 12 images to 8x8"):
-        splits = load_image_folder(tmp_path / "images", image_size=8)
+        splits = in_file_order(load_image_folder(tmp_path / "images", image_size=8))
     assert splits.train.shape == (7, 3, 8, 8) and splits.test.shape == (5, 3, 8, 8)
     assert any("resized 2 of 12" in note for note in splits.notes)
     green = torch.tensor([0, 255, 0], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8)
@@ -207,7 +260,7 @@ def test_image_size_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     assert torch.equal(splits.train[0], torch.from_numpy(pixels["train"][0]).permute(2, 0, 1))
     assert (splits.test[4] == 77).all()  # big.png, after the two dog images
     with pytest.warns(DataWarning, match="resized 2 of 12"):  # the cache says it again
-        again = load_image_folder(tmp_path / "images", image_size=8)
+        again = in_file_order(load_image_folder(tmp_path / "images", image_size=8))
     assert torch.equal(again.train, splits.train)
 
 
@@ -236,7 +289,7 @@ def test_corrupt_and_truncated_files_are_skipped_counted_and_named(tmp_path):
     (cat / "notes.txt").write_text("taken with my phone")
     (cat / ".DS_Store").write_bytes(b"\0")  # hidden: passed over without a word
     with pytest.warns(DataWarning) as caught:
-        splits = load_image_folder(tmp_path / "images")
+        splits = in_file_order(load_image_folder(tmp_path / "images"))
     messages = [str(warning.message) for warning in caught]
     skipped = [m for m in messages if "skipped 2 file(s)" in m]
     assert len(skipped) == 1, messages  # one warning for all the broken files
@@ -267,7 +320,7 @@ def test_grayscale_rgba_and_palette_images_load_as_rgb(tmp_path):
     Image.fromarray(clear).save(cat / "c_clear.png")
     Image.fromarray(colour).convert("P").save(cat / "d_palette.png")
     Image.fromarray(colour).convert("LA").save(cat / "e_gray_alpha.png")
-    splits = load_image_folder(tmp_path / "images")
+    splits = in_file_order(load_image_folder(tmp_path / "images"))
     assert splits.train.shape == (11, 3, 4, 4)
     got = splits.train[3:8].permute(0, 2, 3, 1).numpy()  # after 0000..0002.png
     assert np.array_equal(got[0], np.repeat(gray[..., None], 3, axis=2))
@@ -291,7 +344,7 @@ def test_a_train_class_missing_from_test_is_allowed_and_noted(tmp_path):
         path.unlink()
     (tmp_path / "images" / "test" / "dog").rmdir()
     with pytest.warns(DataWarning, match=r"test/ has no images of 1 classes: dog"):
-        splits = load_image_folder(tmp_path / "images")
+        splits = in_file_order(load_image_folder(tmp_path / "images"))
     assert splits.classes == CLASSES and splits.test_labels.tolist() == [0, 0]
     assert torch.equal(splits.test, torch.from_numpy(pixels["test"][:2]).permute(0, 3, 1, 2))
 
@@ -307,7 +360,7 @@ def test_an_image_edited_in_place_is_read_again(tmp_path):
     later = path.stat().st_mtime_ns + 2_000_000_000  # coarse clocks: make the change visible
     os.utime(path, ns=(later, later))
     assert [folder.stat().st_mtime_ns for folder in folders] == folder_times
-    splits = load_image_folder(tmp_path / "images")
+    splits = in_file_order(load_image_folder(tmp_path / "images"))
     assert (splits.train[0] == 200).all(), "the cache answered with the old pixels"
 
 
@@ -387,14 +440,14 @@ def test_a_damaged_cache_file_is_named_and_rebuilt(tmp_path):
     (cached,) = (tmp_path / "cache").glob("images-*.pt")
     cached.write_bytes(cached.read_bytes()[:500])  # cut short, e.g. by a full disk
     with pytest.warns(DataWarning, match=rf"cache file .*{cached.name} is damaged"):
-        splits = load_image_folder(tmp_path / "images")
+        splits = in_file_order(load_image_folder(tmp_path / "images"))
     assert torch.equal(splits.train, torch.from_numpy(pixels["train"]).permute(0, 3, 1, 2))
     assert torch.load(cached, weights_only=True)["value"]["sha256"]  # rebuilt in place
 
 
 def test_a_cache_file_with_a_flipped_byte_is_caught_by_its_checksum(tmp_path):
     pixels = make_folder(tmp_path / "images")
-    first = load_image_folder(tmp_path / "images")
+    first = in_file_order(load_image_folder(tmp_path / "images"))
     (cached,) = (tmp_path / "cache").glob("images-*.pt")
     content = bytearray(cached.read_bytes())
     where = content.find(first.train.numpy().tobytes())
@@ -402,5 +455,5 @@ def test_a_cache_file_with_a_flipped_byte_is_caught_by_its_checksum(tmp_path):
     content[where + 100] ^= 0xFF  # one pixel value of one training image
     cached.write_bytes(content)
     with pytest.warns(DataWarning, match=rf"{cached.name} is damaged .*checksum"):
-        splits = load_image_folder(tmp_path / "images")
+        splits = in_file_order(load_image_folder(tmp_path / "images"))
     assert torch.equal(splits.train, torch.from_numpy(pixels["train"]).permute(0, 3, 1, 2))

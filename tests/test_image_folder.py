@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from file_order import in_file_order
 from PIL import Image
 
 from vqvae_lite import image_folder
@@ -40,7 +41,7 @@ def test_a_16_bit_grayscale_png_keeps_its_top_byte(tmp_path):
     Image.fromarray(gradient).save(path)
     with Image.open(path) as image:
         assert image.mode == "I;16"  # how Pillow opens a 16-bit grayscale PNG
-    splits = load_image_folder(tmp_path / "images")
+    splits = in_file_order(load_image_folder(tmp_path / "images"))
     scan = splits.train[2]  # (3, 8, 8): after 0000.png and 0001.png
     expected = (gradient >> 8).astype(np.uint8)
     for channel in scan:

@@ -11,6 +11,7 @@ import tarfile
 import tempfile
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,37 @@ def _extract(archive: Path, key: str) -> Path:
     return target
 
 
+ORDER_SEED = 2017  # fixes the order: the same on every run and every machine
+
+
+def fair_order(labels: torch.Tensor, seed: int = ORDER_SEED) -> torch.Tensor:
+    """A fixed random permutation of range(len(labels)) whose every prefix holds each class
+    in proportion (to within one image): (N,) int64 labels -> (N,) int64 positions."""
+    generator = torch.Generator().manual_seed(seed)
+    count = len(labels)
+    shuffled = torch.randperm(count, generator=generator)  # (N,)
+    by_class = shuffled[torch.argsort(labels[shuffled], stable=True)]  # (N,) classes in runs
+    sizes = torch.bincount(labels)  # (C,) images per class
+    starts = torch.cumsum(sizes, 0) - sizes  # (C,) where each class's run begins
+    rank = torch.empty(count, dtype=torch.int64)
+    rank[by_class] = torch.arange(count) - starts[labels[by_class]]  # (N,) 0..n_c-1 in class
+    jitter = torch.rand(count, generator=generator, dtype=torch.float64)  # (N,) in [0, 1)
+    key = (rank + jitter) / sizes[labels]  # (N,) in [0, 1): class c's i-th at i / n_c
+    return torch.argsort(key)
+
+
+def in_fair_order(splits: ImageSplits) -> ImageSplits:
+    """`splits` with each split's images and labels put into `fair_order`."""
+    train, test = fair_order(splits.train_labels), fair_order(splits.test_labels)
+    return replace(
+        splits,
+        train=splits.train[train],
+        test=splits.test[test],
+        train_labels=splits.train_labels[train],
+        test_labels=splits.test_labels[test],
+    )
+
+
 def _dataset_folder(folder: Path, name: str) -> Path:
     """`folder`, or its only sub-folder, whichever holds train/ and test/."""
     tops = [p for p in sorted(folder.iterdir()) if p.is_dir() and p.name[0] != "."]
@@ -120,8 +152,9 @@ def load_image_folder(root: str | Path, image_size: int | None = None) -> ImageS
     With `image_size`, an image of another size is resized (shorter side) and
     centre-cropped; without it, all images must share one size. Unreadable files are
     skipped. `notes` says what was resized, skipped or left out, and each note is also
-    given as a DataWarning. The tensors are cached in `cache_dir()`, under a key made from
-    the bytes of every image file, so that any edit is seen. Processes that start on the
+    given as a DataWarning. Each split comes in `fair_order`, so that any prefix is a
+    fair sample. The tensors are cached in `cache_dir()`, under a key made from the
+    bytes of every image file, so that any edit is seen. Processes that start on the
     same images at once decode them once: the others wait, then read the cache.
     """
     check_image_size(image_size)
@@ -136,15 +169,14 @@ def load_image_folder(root: str | Path, image_size: int | None = None) -> ImageS
     as_they_are = cache_dir() / f"images-{key}.pt"  # at their own, common size
     fitted = cache_dir() / f"images-{key}-{image_size}px.pt"  # resized to image_size
     paths = (fitted, as_they_are) if image_size else (as_they_are,)
-    if (splits := _cached(paths, image_size)) is not None:
-        return _warned(splits)
-    with decoding_lock(cache_dir() / f"images-{key}.lock") as waited:
-        if waited and (splits := _cached(paths, image_size)) is not None:
-            return _warned(splits)  # decoded by the process we waited for
-        folder = folder or _dataset_folder(_extract(root, key), root.name)
-        splits, count = decode_folder(folder, root.name, image_size)
-        write_cache(fitted if count else as_they_are, splits)
-    return _warned(splits)
+    if (splits := _cached(paths, image_size)) is None:
+        with decoding_lock(cache_dir() / f"images-{key}.lock") as waited:
+            # after a wait, the process waited for has just written the cache
+            if not waited or (splits := _cached(paths, image_size)) is None:
+                folder = folder or _dataset_folder(_extract(root, key), root.name)
+                splits, count = decode_folder(folder, root.name, image_size)
+                write_cache(fitted if count else as_they_are, splits)
+    return _warned(in_fair_order(splits))
 
 
 def download_cifar10(image_size: int | None = None) -> ImageSplits:
