@@ -1,14 +1,17 @@
 """Chapter 9's comparison: FSQ, the rotation trick and residual VQ against chapter 7's default.
 
-    python benchmarks/quantizer_variants.py [--steps 50] [--seeds 1] [--variants NAME ...]
+    python benchmarks/quantizer_variants.py [--steps 50] [--seeds 3] [--variants NAME ...]
 
 Trains each variant of `vqvae_lite.quantizer_variants.quantizer_variants` (plain VQ, EMA +
 restart, the rotation trick at EMA decay 0.99 and 0.8, FSQ with 512 and 4,375 codes, residual
 VQ with two stages of 512) one after the other with `vqvae_lite.train.train`, from the CPU
-preset with the same batch size and number of steps, once per seed, and prints the chapter's
-table (`format_table`): bits per image, test PSNR and NMSE, codes used, perplexity (per stage
-for residual VQ) and seconds per step. The baseline is EMA + restart of the same run: the last
-lines give each variant's PSNR gain over it and its ratio of seconds per step.
+preset with the same batch size and number of steps, once per seed (all the variants with
+seed 0, then all with seed 1, ..), and prints the chapter's table (`format_table`): bits per
+image, test PSNR as mean (min-max) over the seeds, NMSE, share of codes used, perplexity (per
+stage for residual VQ) and seconds per step as a ratio to the baseline's run with the same
+seed. The baseline is EMA + restart of the same process. The last lines (`verdicts`) name the
+best PSNR, the most codes used and the fewest seconds per step only where the winner's seed
+range does not overlap the others', and compare each variant with the baseline.
 """
 
 import argparse
@@ -49,39 +52,126 @@ def measure(result: TrainResult, positions: int = 64) -> dict:
     return row
 
 
-def format_table(rows: dict[str, list[dict]]) -> str:
+def mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def spread(values, digits: int = 2) -> str:
+    """Mean and min-max of one quantity over the seeds: "18.89 (18.62-19.17)"."""
+    return f"{mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def per_seed(rows: dict[str, list[dict]], baseline: str) -> dict[str, dict[str, list[float]]]:
+    """For each variant, one value per seed of: test PSNR, share of codes used (%), and seconds
+    per step divided by the baseline's seconds per step with the same seed, in the same process."""
+    return {
+        name: {
+            "psnr": [run["psnr"] for run in runs],
+            "share": [100 * run["codes_used"] / run["num_codes"] for run in runs],
+            "speed": [
+                run["step_s"] / base["step_s"]
+                for run, base in zip(runs, rows[baseline], strict=True)
+            ],
+        }
+        for name, runs in rows.items()
+    }
+
+
+def format_table(rows: dict[str, list[dict]], baseline: str = "EMA + restart") -> str:
     """The comparison table: one line per variant, from its rows of `measure`, one per seed.
 
-    PSNR and NMSE are means over the seeds, "range" is max - min of the PSNR over them; codes
-    used, perplexity and time per step are those of the first seed.
+    Every column is over all the seeds: test PSNR, share of codes used and time per step as mean
+    (min-max); NMSE and perplexity as means. Time per step is a ratio to the baseline's run with
+    the same seed, both measured in the same process. Rows must hold the same seeds, in order.
     """
+    values = per_seed(rows, baseline)
     lines = [
-        f"{'variant':>20} | bits/image | PSNR (dB) | range |   NMSE | "
-        f"{'codes used':>19} | perplexity | s/step | seeds"
+        f"{'variant':>20} | bits/image | {'test PSNR, dB':>19} |   NMSE | "
+        f"{'codes used, %':>19} |   K    | perplexity | {'s/step / baseline':>16} | seeds"
     ]
     for name, runs in rows.items():
-        psnr, first = [run["psnr"] for run in runs], runs[0]
-        spread = f"{max(psnr) - min(psnr):5.2f}" if len(runs) > 1 else "    -"
-        nmse = sum(run["nmse"] for run in runs) / len(runs)
-        share = 100 * first["codes_used"] / first["num_codes"]
-        used = f"{first['codes_used']}/{first['num_codes']} {share:3.0f}%"
+        first = runs[0]
         lines.append(
-            f"{name:>20} | {first['bits']:10.0f} | {sum(psnr) / len(psnr):9.2f} | {spread} | "
-            f"{nmse:.4f} | {used:>19} | {first['perplexity']:10.1f} | "
-            f"{first['step_s']:6.3f} | {len(runs)}"
+            f"{name:>20} | {first['bits']:10.0f} | {spread(values[name]['psnr']):>19} | "
+            f"{mean([run['nmse'] for run in runs]):.4f} | "
+            f"{spread(values[name]['share'], 1):>19} | {first['num_codes']:<6} | "
+            f"{mean([run['perplexity'] for run in runs]):10.1f} | "
+            f"{spread(values[name]['speed']):>16} | {len(runs)}"
         )
-        for stage, stage_ppl in enumerate(first.get("stage_perplexity", []), start=1):
-            n, size = first["stage_codes_used"][stage - 1], first["stage_size"]
-            used = f"{n}/{size} {100 * n / size:3.0f}%"
-            lines.append(f"{f'stage {stage}':>20} | {'':44} | {used:>19} | {stage_ppl:10.1f} |")
+        for stage in range(len(first.get("stage_perplexity", []))):  # residual VQ
+            share = [100 * run["stage_codes_used"][stage] / run["stage_size"] for run in runs]
+            ppl = mean([run["stage_perplexity"][stage] for run in runs])
+            lines.append(
+                f"{f'stage {stage + 1}':>20} | {'':39} | {spread(share, 1):>19} | "
+                f"{first['stage_size']:<6} | {ppl:10.1f} |"
+            )
+    step_s = [run["step_s"] for run in rows[baseline]]
+    lines.append(f"{'':>20}   baseline {baseline}: {spread(step_s, 3)} s/step")
     return "\n".join(lines)
+
+
+def verdicts(rows: dict[str, list[dict]], baseline: str = "EMA + restart") -> list[str]:
+    """Which variant wins what, named only where its seed range does not overlap the others'.
+
+    Best PSNR and most codes used among the variants with the baseline's bits per image; fewest
+    seconds per step (as a ratio to the baseline) among all. Then each variant against the
+    baseline: beyond the noise only where the two seed ranges do not overlap.
+    """
+    values = per_seed(rows, baseline)
+    bits = {name: runs[0]["bits"] for name, runs in rows.items()}
+    equal = [name for name in rows if bits[name] == bits[baseline]]
+    lines = []
+    for key, what, names, higher, digits in [
+        ("psnr", f"best test PSNR (dB) at {bits[baseline]:.0f} bits/image", equal, True, 2),
+        ("share", f"most codes used (%) at {bits[baseline]:.0f} bits/image", equal, True, 1),
+        ("speed", "fewest seconds per step (ratio to the baseline)", list(rows), False, 2),
+    ]:
+        sign = 1 if higher else -1
+        best = max(names, key=lambda name: sign * mean(values[name][key]))
+        low, high = min(values[best][key]), max(values[best][key])
+        others = [name for name in names if name != best]
+        if higher:
+            rival = max(others, key=lambda name: max(values[name][key]))
+            clear = low > max(values[rival][key])
+        else:
+            rival = min(others, key=lambda name: min(values[name][key]))
+            clear = high < min(values[rival][key])
+        verdict = (
+            "beyond every other seed range" if clear and len(rows[best]) > 1 else "within noise"
+        )
+        lines.append(
+            f"{what}: {best}, {spread(values[best][key], digits)}; nearest range "
+            f"{rival}, {spread(values[rival][key], digits)}: {verdict}"
+        )
+    base = values[baseline]
+    for name in rows:
+        if name == baseline:
+            continue
+        mine = values[name]
+        gain = mean(mine["psnr"]) - mean(base["psnr"])
+        apart = min(mine["psnr"]) > max(base["psnr"]) or max(mine["psnr"]) < min(base["psnr"])
+        speed = (
+            "faster"
+            if max(mine["speed"]) < 1
+            else "slower"
+            if min(mine["speed"]) > 1
+            else "within noise"
+        )
+        lines.append(
+            f"{name}: {bits[name] - bits[baseline]:+4.0f} bits/image, PSNR {gain:+.2f} dB "
+            f"({'beyond' if apart else 'within'} noise), time per step "
+            f"{spread(mine['speed'])} x the baseline's ({speed})"
+        )
+    return lines
 
 
 def main() -> None:
     variants = quantizer_variants()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="steps per run (default: 50)")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0, 1, ..")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="runs per variant, seeds 0, 1, .. (default: 3)"
+    )
     parser.add_argument("--batch-size", type=int, default=PRESETS["cpu"].batch_size)
     parser.add_argument("--data", help="image folder or .tar.gz (default: as load_cifar10)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
@@ -104,25 +194,20 @@ def main() -> None:
         f"{args.steps} steps of {args.batch_size} images per run, {args.seeds} seed(s), on "
         f"{hardware(resolve_device(args.device))}, torch {torch.__version__}"
     )
-    rows = {}
-    for name in names:
-        for seed in range(args.seeds):
+    rows = {name: [] for name in names}
+    for seed in range(args.seeds):  # every variant once per seed, the baseline first
+        for name in names:
             result = train(variants[name], replace(base, seed=seed), splits)
-            rows.setdefault(name, []).append(measure(result))
-            print(f"{name}, seed {seed}: {result.wall_time_s:.0f} s", flush=True)
+            rows[name].append(measure(result))
+            print(f"seed {seed}, {name}: {result.wall_time_s:.0f} s", flush=True)
 
     print()
-    print(format_table(rows))
-    baseline = rows[BASELINE]
-    psnr = {name: sum(row["psnr"] for row in runs) / len(runs) for name, runs in rows.items()}
-    print(f"\nagainst {BASELINE} of the same run:")
-    for name, runs in rows.items():
-        ratio = runs[0]["step_s"] / baseline[0]["step_s"]
-        print(
-            f"{name:>20}: PSNR {psnr[name] - psnr[BASELINE]:+.2f} dB, "
-            f"{runs[0]['bits'] - baseline[0]['bits']:+5.0f} bits per image, "
-            f"{ratio:.2f}x the seconds per step"
-        )
+    print(format_table(rows, BASELINE))
+    print()
+    if args.seeds < 2:  # one run per variant: no seed range, so no winner and no noise
+        print("one seed: no seed ranges, so no verdicts (use --seeds 3)")
+    else:
+        print("\n".join(verdicts(rows, BASELINE)))
 
 
 if __name__ == "__main__":
