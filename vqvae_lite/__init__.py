@@ -6,7 +6,8 @@ quantiser of the book in `vqvae_lite.quantizer.QUANTIZERS` and every prior in
 `vqvae_lite.prior_registry.PRIORS`; `vqvae_lite.quantizer.registered_quantizers()` also finds a
 quantiser added as a new module that nothing imports. The command lines (`cli`, `prior`,
 `distributed`) are imported on their own, so that `python -m vqvae_lite` and
-`python -m vqvae_lite.prior` run them once.
+`python -m vqvae_lite.prior` run them once. `pretrained("default")` and
+`pretrained_prior("transformer")` return the book's reference models, shipped with the package.
 """
 
 from vqvae_lite.code_transformer import CodeTransformer
@@ -44,6 +45,8 @@ from vqvae_lite.quantizer import (
 )
 from vqvae_lite.residual_vq import ResidualVQ
 from vqvae_lite.rotation_trick import RotationQuantizer, rotation_trick
+from vqvae_lite.shipped import load_vqvae, pretrained, provenance
+from vqvae_lite.shipped_priors import load_prior, pretrained_prior
 from vqvae_lite.task import StepOutput, Task
 from vqvae_lite.train_config import TrainConfig
 from vqvae_lite.training_scale import ResidentBatches, training_variance
@@ -91,8 +94,13 @@ __all__ = [
     "kmeans",
     "load_cifar10",
     "load_image",
+    "load_prior",
+    "load_vqvae",
     "nearest_codes",
     "perplexity",
+    "pretrained",
+    "pretrained_prior",
+    "provenance",
     "reconstruct",
     "register_prior",
     "register_quantizer",

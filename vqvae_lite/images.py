@@ -15,7 +15,10 @@ from torch import Tensor
 
 from vqvae_lite.image_folder import UNREADABLE, DataError, check_image_size, decode_image
 from vqvae_lite.model import VQVAE
+from vqvae_lite.shipped import load_vqvae
 from vqvae_lite.training_scale import from_training_scale, to_training_scale
+
+AnyModel = VQVAE | str | Path  # a model, a checkpoint's path or a shipped name
 
 
 def load_image(path: str | Path, size: int | None = None) -> Tensor:
@@ -38,24 +41,29 @@ def load_image(path: str | Path, size: int | None = None) -> Tensor:
     return image.permute(2, 0, 1).unsqueeze(0)  # -> (1, 3, H, W)
 
 
-def check_eval(model: VQVAE) -> None:
-    """In training mode an EMA codebook would learn from the images it encodes."""
+def ready_model(model: AnyModel) -> VQVAE:
+    """The model itself, or loaded by `load_vqvae`; a ValueError if it is in training mode,
+    where an EMA codebook would learn from the images it encodes."""
+    if not isinstance(model, VQVAE):
+        model, _ = load_vqvae(model)  # eval mode
     if model.training:
         raise ValueError("the model is in training mode: call model.eval() first")
+    return model
 
 
 @torch.no_grad()
-def encode_image(model: VQVAE, path: str | Path, size: int | None = None) -> Tensor:
+def encode_image(model: AnyModel, path: str | Path, size: int | None = None) -> Tensor:
     """An image file -> its code indices, (1, H/4, W/4) int64 on the model's device."""
-    check_eval(model)
+    model = ready_model(model)
     device = next(model.parameters()).device
     x = to_training_scale(load_image(path, size).to(device))  # (1, 3, H, W) in [-1, 1]
     return model.quantizer(model.encode(x)).indices  # (1, D, H/4, W/4) -> (1, H/4, W/4)
 
 
 @torch.no_grad()
-def decode_codes(model: VQVAE, indices: Tensor) -> Image.Image:
+def decode_codes(model: AnyModel, indices: Tensor) -> Image.Image:
     """Code indices (1, h, w) -> the image they decode to, 4w x 4h pixels."""
+    model = ready_model(model)
     if indices.dim() != 3 or len(indices) != 1:
         raise ValueError(f"expected code indices of shape (1, h, w), got {tuple(indices.shape)}")
     device = next(model.parameters()).device
@@ -64,6 +72,7 @@ def decode_codes(model: VQVAE, indices: Tensor) -> Image.Image:
     return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())  # -> (4h, 4w, 3)
 
 
-def reconstruct(model: VQVAE, path: str | Path, size: int | None = None) -> Image.Image:
+def reconstruct(model: AnyModel, path: str | Path, size: int | None = None) -> Image.Image:
     """An image file -> the model's reconstruction of it, through its codes."""
+    model = ready_model(model)
     return decode_codes(model, encode_image(model, path, size))

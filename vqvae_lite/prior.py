@@ -27,7 +27,7 @@ from vqvae_lite.prior_registry import PRIORS, PriorConfig
 from vqvae_lite.prior_task import PRIOR_MODELS, PRIOR_PRESETS, PriorTask
 from vqvae_lite.run_folder import Checkpoints
 from vqvae_lite.sampling import sample, save_png
-from vqvae_lite.train import load_model
+from vqvae_lite.shipped import load_vqvae
 from vqvae_lite.train_config import TrainConfig
 from vqvae_lite.training_flags import (
     add_training_flags,
@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     # fmt: off
-    add("--vqvae", type=Path, required=True, help="checkpoint of a trained VQ-VAE")
+    add("--vqvae", required=True, help="a trained VQ-VAE: its checkpoint, or the name of "
+        "a shipped one (default, plain)")
     add("--out", type=out_folder, default=Path("runs/prior"), help="folder for the prior's "
         "checkpoint, its codes.pt and samples.png, locked while it is in use "
         "(default: runs/prior)")
@@ -106,7 +107,7 @@ def train_prior(args: argparse.Namespace, config: TrainConfig, preset: str):
     """Load the VQ-VAE and its images, encode them (cached in --out), train or resume the
     prior. Returns the VQ-VAE, the prior's task and its run."""
     device = resolve_device(config.device)
-    vqvae, data_variance = load_model(args.vqvae, device)
+    vqvae, data_variance = load_vqvae(args.vqvae, device)
     splits = load_images(args, config.batch_size, data_variance)
     codes = codes_in_out(args, vqvae, splits)
     # the preset's sizes for the chapter's priors, a registered prior's own defaults else

@@ -24,9 +24,10 @@ PRIOR_MODELS = {
         "pixelcnn": PriorConfig("pixelcnn", options=dict(dim=32, layers=6)),
         "transformer": PriorConfig("transformer", options=dict(dim=64, layers=2, heads=4)),
     },
+    # The reference priors: larger, and small enough to ship with the package.
     "gpu": {
-        "pixelcnn": PriorConfig("pixelcnn", options=dict(dim=128, layers=15)),
-        "transformer": PriorConfig("transformer", options=dict(dim=256, layers=8, heads=8)),
+        "pixelcnn": PriorConfig("pixelcnn", options=dict(dim=64, layers=10)),
+        "transformer": PriorConfig("transformer", options=dict(dim=128, layers=4, heads=4)),
     },
 }
 PRIOR_PRESETS = {
@@ -40,15 +41,15 @@ PRIOR_PRESETS = {
         eval_every=200,
         checkpoint_every=400,
     ),
-    # Many epochs of the 50,000 code grids.
+    # The reference priors' recipe: 6.4 epochs of the 50,000 code grids.
     "gpu": TrainConfig(
-        steps=20000,
-        batch_size=256,
-        learning_rate=5e-4,
-        warmup_steps=500,
-        log_every=100,
-        eval_every=2000,
-        checkpoint_every=2000,
+        steps=2500,
+        batch_size=128,
+        learning_rate=1e-3,
+        warmup_steps=200,
+        log_every=50,
+        eval_every=500,
+        checkpoint_every=500,
     ),
 }
 
