@@ -58,6 +58,22 @@ def prior_metrics(config: dict, weights: dict, codes) -> dict:
     return {"bits_per_code": position_bits(prior, codes.test, codes.test_labels).mean().item()}
 
 
+def training_curve(history: list[dict], every: int = 500) -> list[dict]:
+    """The run's logged rows every `every` steps (and every row with a test evaluation): the
+    step, the training loss and the test measures, rounded; enough to compare a rerun with."""
+    curve = []
+    for row in history:
+        test = {
+            k: round(v, 5) for k, v in row.get("test", {}).items() if isinstance(v, float | int)
+        }
+        if row["step"] % every == 0 or test:
+            curve.append(
+                {"step": row["step"], "loss": round(row["loss"], 5)}
+                | ({"test": test} if test else {})
+            )
+    return curve
+
+
 def choose_precision(measure, weights: dict, key: str, tolerance: float) -> tuple[dict, dict]:
     """(weights to ship, their metrics): float16 when `measure`'s `key` moves by at most
     `tolerance` from float32's, else float32. Both measurements are kept in the metrics."""
@@ -109,18 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     path = folder / f"{args.name}.pt"
     save_atomically({"format": WEIGHTS_FORMAT, "config": config, "weights": weights} | extra, path)
     train_config = state["train_config"]
-    provenance = {
-        "command": args.command,
-        "commit": args.commit,
-        "hardware": args.hardware,
-        "wall_time_s": round(state["elapsed_s"]),
-        "steps": state["step"],
-        "batch_size": train_config["batch_size"],
-        "images_seen": state["step"] * train_config["batch_size"],
-        "epochs": round(state["step"] * train_config["batch_size"] / len(splits.train), 2),
-        "test_split": f"{len(splits.test)} images of {splits.source}",
-        "test": {key: round(value, 5) for key, value in metrics.items()},
-    } | training | extra
+    provenance = (
+        {
+            "command": args.command,
+            "commit": args.commit,
+            "hardware": args.hardware,
+            "wall_time_s": round(state["elapsed_s"]),
+            "steps": state["step"],
+            "batch_size": train_config["batch_size"],
+            "images_seen": state["step"] * train_config["batch_size"],
+            "epochs": round(state["step"] * train_config["batch_size"] / len(splits.train), 2),
+            "test_split": f"{len(splits.test)} images of {splits.source}",
+            "test": {key: round(value, 5) for key, value in metrics.items()},
+            "curve": training_curve(state["history"]),
+        }
+        | training
+        | extra
+    )
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[args.name] = {
