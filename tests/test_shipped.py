@@ -15,7 +15,7 @@ from PIL import Image
 
 import vqvae_lite.shipped as shipped
 from vqvae_lite.checkpoint import CheckpointError
-from vqvae_lite.code_dataset import encode_splits
+from vqvae_lite.code_dataset import encode_codes
 from vqvae_lite.data import load_cifar10
 from vqvae_lite.image_cache import CACHE_ENV
 from vqvae_lite.images import encode_image, reconstruct
@@ -72,15 +72,16 @@ def test_a_shipped_vqvae_re_evaluates_to_its_recorded_metrics(name, splits):
 
 
 @pytest.fixture(scope="module")
-def default_codes(splits):
-    return encode_splits(pretrained("default"), splits)
+def default_test_codes(splits):
+    """The codes of the whole test split under the shipped default model: (10000, 8, 8)."""
+    return encode_codes(pretrained("default"), splits.test)
 
 
 @pytest.mark.parametrize("name", PRIORS)
-def test_a_shipped_prior_re_evaluates_to_its_recorded_bits(name, default_codes):
+def test_a_shipped_prior_re_evaluates_to_its_recorded_bits(name, splits, default_test_codes):
     assert provenance(name)["vqvae"] == "default"
     prior = pretrained_prior(name)
-    bits = position_bits(prior, default_codes.test, default_codes.test_labels).mean().item()
+    bits = position_bits(prior, default_test_codes, splits.test_labels).mean().item()
     assert abs(bits - provenance(name)["test"]["bits_per_code"]) < 1e-3
 
 
