@@ -255,12 +255,18 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     codes = encode_codes(vqvae, images)  # (N, h, w)
     grid = tuple(codes.shape[1:])  # (h, w): what the priors sample
+    sample_names = {
+        (name, temperature): f"samples {name} T={temperature:g}"
+        for name, _ in args.prior
+        for temperature in args.temperatures
+    }
+    width = max(len(label) for label in ["real test images", *sample_names.values()])
     lines = [
         f"first {len(images)} test images per class: "
         + ", ".join(f"{name} {count}" for name, count in zip(splits.classes, counts, strict=True)),
         f"share judged to be of their own class (chance is {1 / num_classes:.0%}), "
         f"overall and per class",
-        f"{'images':>28} | {'sample s':>8} | {'share':>6} | "
+        f"{'images':>{width}} | {'sample s':>8} | {'share':>6} | "
         + " ".join(f"{name[:5]:>5}" for name in splits.classes),
     ]
 
@@ -269,7 +275,7 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
         per_class = share_per_class(correct, labels, num_classes)
         time_taken = "" if seconds is None else f"{seconds:.0f}"
         shares = " ".join(f"{share:5.0%}" for share in per_class.tolist())
-        return f"{name:>28} | {time_taken:>8} | {correct.float().mean():6.1%} | {shares}"
+        return f"{name:>{width}} | {time_taken:>8} | {correct.float().mean():6.1%} | {shares}"
 
     lines.append(row("real test images", images, labels))
     lines.append(row("reconstructions", decode_codes(vqvae, codes), labels))
@@ -280,7 +286,7 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
             start = time.perf_counter()
             samples = sample_images(prior, vqvae, wanted, grid, temperature, args.seed)
             seconds = time.perf_counter() - start
-            lines.append(row(f"samples {name} T={temperature:g}", samples, wanted, seconds))
+            lines.append(row(sample_names[name, temperature], samples, wanted, seconds))
     return lines
 
 

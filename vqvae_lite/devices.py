@@ -39,7 +39,8 @@ def hardware(device: torch.device) -> str:
     if cpuinfo.is_file():
         lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         name = lines[0].split(":", 1)[1].strip() if lines else name
-    return f"CPU ({name}), {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU ({name}), {threads} thread{'' if threads == 1 else 's'}"
 
 
 def autocast(device: torch.device, enabled: bool):
