@@ -2,7 +2,7 @@
 says how often an image sampled for a class looks like that class to it.
 
     python benchmarks/sample_judge.py --vqvae SOURCE --prior NAME=SOURCE [--prior NAME=SOURCE]
-        [--images 1000] [--temperatures 1.0 0.7] [--seed 0] [--cache runs/judge/classifier.pt]
+        [--images 1000] [--temperatures 1.0 0.7] [--seeds 0] [--cache runs/judge/classifier.pt]
         [--results FILE] [--device auto]
     python benchmarks/sample_judge.py --judge-only [--cache PATH] [--device auto]
 
@@ -12,7 +12,8 @@ split) trains once, in about 13 CPU-minutes of one core, and is read from `--cac
 under a key naming its recipe and the training images. Prints, as shares of images the judge
 assigns to their own class (chance is 10 %): the first N test images (the ceiling), their
 reconstructions through the VQ-VAE, and N class-conditional samples of each prior at each
-temperature, N/10 per class.
+temperature, N/10 per class, once per sampling seed (`--seeds 0 1 2` shows how much of a
+difference between two rows is the luck of the draw).
 """
 
 import argparse
@@ -255,10 +256,13 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     codes = encode_codes(vqvae, images)  # (N, h, w)
     grid = tuple(codes.shape[1:])  # (h, w): what the priors sample
+    seed_label = len(args.seeds) > 1
     sample_names = {
-        (name, temperature): f"samples {name} T={temperature:g}"
+        (name, temperature, seed): f"samples {name} T={temperature:g}"
+        + (f" seed {seed}" if seed_label else "")
         for name, _ in args.prior
         for temperature in args.temperatures
+        for seed in args.seeds
     }
     width = max(len(label) for label in ["real test images", *sample_names.values()])
     lines = [
@@ -283,10 +287,11 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
     for name, source in args.prior:
         prior = load_prior(source, device=device)
         for temperature in args.temperatures:
-            start = time.perf_counter()
-            samples = sample_images(prior, vqvae, wanted, grid, temperature, args.seed)
-            seconds = time.perf_counter() - start
-            lines.append(row(sample_names[name, temperature], samples, wanted, seconds))
+            for seed in args.seeds:
+                start = time.perf_counter()
+                samples = sample_images(prior, vqvae, wanted, grid, temperature, seed)
+                seconds = time.perf_counter() - start
+                lines.append(row(sample_names[name, temperature, seed], samples, wanted, seconds))
     return lines
 
 
@@ -298,7 +303,9 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=1000, help="test images and samples")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
-    parser.add_argument("--seed", type=int, default=0, help="of the samples")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="of the samples, one row each"
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/judge/classifier.pt"))
     parser.add_argument("--results", type=Path, help="also write the table to this file")
     parser.add_argument("--judge-only", action="store_true", help="train or read the judge only")
