@@ -2,8 +2,8 @@
 says how often an image sampled for a class looks like that class to it.
 
     python benchmarks/sample_judge.py --vqvae SOURCE --prior NAME=SOURCE [--prior NAME=SOURCE]
-        [--images 1000] [--temperatures 1.0 0.7] [--seeds 0] [--cache runs/judge/classifier.pt]
-        [--results FILE] [--device auto]
+        [--images 1000] [--temperatures 1.0 0.7] [--guidance 0] [--seeds 0]
+        [--cache runs/judge/classifier.pt] [--results FILE] [--device auto]
     python benchmarks/sample_judge.py --judge-only [--cache PATH] [--device auto]
 
 A VQ-VAE SOURCE is a checkpoint or a shipped name ("default"); a prior SOURCE is a prior
@@ -12,8 +12,9 @@ split) trains once, in about 13 CPU-minutes of one core, and is read from `--cac
 under a key naming its recipe and the training images. Prints, as shares of images the judge
 assigns to their own class (chance is 10 %): the first N test images (the ceiling), their
 reconstructions through the VQ-VAE, and N class-conditional samples of each prior at each
-temperature, N/10 per class, once per sampling seed (`--seeds 0 1 2` shows how much of a
-difference between two rows is the luck of the draw).
+temperature and guidance (`vqvae_lite.sampling.sample`'s; a guided row takes ten times as
+long), N/10 per class, once per sampling seed (`--seeds 0 1 2` shows how much of a difference
+between two rows is the luck of the draw).
 """
 
 import argparse
@@ -227,14 +228,16 @@ def share_per_class(correct: Tensor, labels: Tensor, num_classes: int) -> Tensor
     return right / torch.bincount(labels, minlength=num_classes).clamp(min=1)
 
 
-def sample_images(prior, vqvae, labels: Tensor, grid, temperature: float, seed: int) -> Tensor:
+def sample_images(
+    prior, vqvae, labels: Tensor, grid, temperature: float, guidance: float, seed: int
+) -> Tensor:
     """Class-conditional samples, decoded: labels (N,) -> uint8 images (N, 3, 4h, 4w), drawn
     250 at a time from one seeded generator."""
     generator = torch.Generator().manual_seed(seed)
     return torch.cat(
         [
-            decode_codes(vqvae, sample(prior, batch, grid, temperature, generator))
-            for batch in labels.split(250)
+            decode_codes(vqvae, sample(prior, batch, grid, temperature, generator, guidance))
+            for batch in tqdm(labels.split(250), desc="sampling", leave=False)
         ]
     )
 
@@ -258,10 +261,12 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
     grid = tuple(codes.shape[1:])  # (h, w): what the priors sample
     seed_label = len(args.seeds) > 1
     sample_names = {
-        (name, temperature, seed): f"samples {name} T={temperature:g}"
+        (name, temperature, guidance, seed): f"samples {name} T={temperature:g}"
+        + (f" guidance {guidance:g}" if guidance else "")
         + (f" seed {seed}" if seed_label else "")
         for name, _ in args.prior
         for temperature in args.temperatures
+        for guidance in args.guidance
         for seed in args.seeds
     }
     width = max(len(label) for label in ["real test images", *sample_names.values()])
@@ -286,12 +291,15 @@ def judge_table(args, judge: JudgeNet, splits, device: torch.device) -> list[str
     wanted = torch.arange(num_classes).repeat_interleave(args.images // num_classes)  # (N,)
     for name, source in args.prior:
         prior = load_prior(source, device=device)
-        for temperature in args.temperatures:
-            for seed in args.seeds:
-                start = time.perf_counter()
-                samples = sample_images(prior, vqvae, wanted, grid, temperature, seed)
-                seconds = time.perf_counter() - start
-                lines.append(row(sample_names[name, temperature, seed], samples, wanted, seconds))
+        settings = [
+            (t, g, seed) for t in args.temperatures for g in args.guidance for seed in args.seeds
+        ]
+        for temperature, guidance, seed in settings:
+            start = time.perf_counter()
+            samples = sample_images(prior, vqvae, wanted, grid, temperature, guidance, seed)
+            seconds = time.perf_counter() - start
+            label = sample_names[name, temperature, guidance, seed]
+            lines.append(row(label, samples, wanted, seconds))
     return lines
 
 
@@ -303,6 +311,9 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=1000, help="test images and samples")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
+    parser.add_argument(
+        "--guidance", type=float, nargs="+", default=[0.0], help="0: none (the default)"
+    )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="of the samples, one row each"
     )

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import vqvae_lite.code_dataset as code_dataset
 from vqvae_lite.code_dataset import (
@@ -39,7 +39,7 @@ from vqvae_lite.prior_registry import (
     register_prior,
 )
 from vqvae_lite.prior_task import PRIOR_MODELS, PriorTask
-from vqvae_lite.sampling import sample
+from vqvae_lite.sampling import guided_log_probs, sample
 from vqvae_lite.train_config import TrainConfig
 
 K, CLASSES = 512, 10
@@ -326,3 +326,85 @@ def test_build_prior_names_what_is_wrong(config, words):
 def test_prior_config_refuses_bad_sizes(fields, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         PriorConfig(**fields)
+
+
+class FixedPrior(nn.Module):
+    """A prior whose next code ignores the codes before it: p(code | class) = probs[class], on
+    any grid; with equal rows it ignores the class too."""
+
+    def __init__(self, probs: Tensor):
+        super().__init__()
+        self.register_buffer("log_probs", probs.log())  # (C, K)
+        self.num_classes, self.num_codes = probs.shape
+        self.embedding = nn.Embedding(self.num_codes, 1)  # unused: a prior has one
+
+    def forward(self, codes: Tensor, labels: Tensor) -> Tensor:
+        check_labels(labels, self.num_classes, len(codes))
+        logits = self.log_probs[labels]  # (B, K)
+        return logits[:, :, None, None].expand(-1, -1, *codes.shape[1:])  # (B, K, H, W)
+
+
+def test_guided_log_probs_are_the_sharpened_ratio_to_the_class_summed_out():
+    class_probs = torch.tensor([[0.9, 0.1], [0.1, 0.9]])  # p(code | class), (C, K)
+    per_class = class_probs.log()[None].expand(3, -1, -1)  # (B, C, K)
+    labels = torch.tensor([0, 0, 1])
+    posterior = torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.9, 0.1]]).log()  # p(class | seen)
+    guided = guided_log_probs(per_class, labels, posterior, guidance=1.0).softmax(-1)
+    marginal = torch.tensor([[0.5, 0.5], [0.82, 0.18], [0.82, 0.18]])  # sum_c p(c) p(x | c)
+    wanted = class_probs[labels]
+    expected = wanted**2 / marginal
+    assert torch.allclose(guided, expected / expected.sum(1, keepdim=True), atol=1e-6)
+    unguided = guided_log_probs(per_class, labels, posterior, guidance=0.0)
+    assert torch.allclose(unguided, wanted.log())
+
+
+def test_guided_sampling_follows_the_posterior_of_the_codes_drawn_so_far():
+    # class 0 favours code 0: first code guided by 0.9^2 / 0.5, the second, after code 0 made
+    # class 0 likelier (posterior 0.9), by 0.9^2 / 0.82; a uniform posterior would repeat the first
+    prior = FixedPrior(torch.tensor([[0.9, 0.1], [0.1, 0.9]]))
+    labels = torch.zeros(20000, dtype=torch.int64)
+    codes = sample(prior, labels, (1, 2), generator=torch.Generator().manual_seed(0), guidance=1)
+    first, second = codes[:, 0, 0], codes[:, 0, 1]
+    guided_first = (0.1**2 / 0.5) / (0.9**2 / 0.5 + 0.1**2 / 0.5)  # p(code 1) = 0.0122
+    guided_second = (0.1**2 / 0.18) / (0.9**2 / 0.82 + 0.1**2 / 0.18)  # = 0.0532
+    assert first.float().mean().item() == pytest.approx(guided_first, abs=0.004)
+    after_zero = second[first == 0].float().mean().item()
+    assert after_zero == pytest.approx(guided_second, abs=0.008)
+
+
+def test_guidance_changes_nothing_when_the_prior_ignores_the_class():
+    prior = FixedPrior(torch.tensor([[0.5, 0.3, 0.2]]).expand(4, -1))
+    labels = torch.arange(4).repeat(5)
+
+    def draw(guidance):
+        return sample(prior, labels, generator=torch.Generator().manual_seed(0), guidance=guidance)
+
+    assert torch.equal(draw(0.0), draw(3.0))
+
+
+def test_guidance_raises_the_share_of_the_codes_that_the_class_favours():
+    prior = FixedPrior(torch.tensor([[0.6, 0.4], [0.4, 0.6]]))
+    labels = torch.zeros(2000, dtype=torch.int64)
+
+    def share_of_code_0(guidance):
+        codes = sample(
+            prior, labels, (2, 2), generator=torch.Generator().manual_seed(0), guidance=guidance
+        )
+        return (codes == 0).float().mean().item()
+
+    assert share_of_code_0(0.0) == pytest.approx(0.6, abs=0.02)
+    assert share_of_code_0(2.0) > 0.75
+
+
+@pytest.mark.parametrize("guidance", [math.inf, math.nan, -0.5])
+def test_sampling_refuses_a_guidance_that_is_not_finite_and_at_least_zero(guidance):
+    with pytest.raises(ValueError, match="finite guidance >= 0"):
+        sample(small_priors()["gated"], torch.arange(2), guidance=guidance)
+
+
+def test_guided_sampling_runs_on_the_chapters_priors_and_refuses_unknown_classes():
+    for prior in small_priors().values():
+        codes = sample(prior, torch.arange(3), guidance=1.5)
+        assert codes.shape == (3, 8, 8) and 0 <= codes.min() and codes.max() < K
+        with pytest.raises(ValueError, match="class labels"):
+            sample(prior, torch.tensor([0, CLASSES]), guidance=1.5)

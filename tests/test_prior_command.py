@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vqvae_lite.prior as prior_module
 import vqvae_lite.prior_task as prior_task
 from vqvae_lite.checkpoint import CHECKPOINT, claim_folder, load_checkpoint
 from vqvae_lite.cli import main as train_vqvae
@@ -83,6 +84,20 @@ def test_the_command_trains_a_prior_on_a_checkpoint_writes_samples_and_resumes(
     assert "none.pt" in capsys.readouterr().err
 
 
+def test_the_command_samples_with_the_guidance_it_is_given(vqvae_32, tmp_path, monkeypatch):
+    guidances = []
+
+    def recording_sample(*args):
+        guidances.append(args[5])  # sample(prior, labels, grid, temperature, generator, guidance)
+        return sample(*args)
+
+    sample = prior_module.sample
+    monkeypatch.setattr(prior_module, "sample", recording_sample)
+    command = prior_command(vqvae_32, tmp_path / "prior", "--steps", "1", "--guidance", "2")
+    assert train_prior(command) == 0
+    assert guidances == [2.0] and (tmp_path / "prior" / "samples.png").is_file()
+
+
 def test_the_command_takes_the_training_flags_of_the_vqvae_command(vqvae_32, tmp_path):
     out = tmp_path / "prior"
     flags = ["--steps", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--time-budget", "0"]
@@ -125,6 +140,8 @@ def test_fewer_images_than_a_batch_name_the_batch_size_flag(vqvae_64_at_32, tmp_
     [
         (["--temperature", "inf"], "--temperature must be finite and above 0, got inf"),
         (["--temperature", "0"], "--temperature must be finite and above 0"),
+        (["--guidance", "-1"], "--guidance must be finite and at least 0, got -1.0"),
+        (["--guidance", "nan"], "--guidance must be finite and at least 0"),
         (["--learning-rate", "nan"], "--learning-rate must be finite and above 0"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--image-size", "2"], "--image-size must be at least 4"),

@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
         "$VQVAE_LITE_DATA, shared/data, then the download)")
     add("--temperature", type=float, default=1.0, help="sampling temperature, finite and "
         "above 0 (default: 1)")
+    add("--guidance", type=float, default=0.0, help="guidance towards the class, finite and "
+        "at least 0; it samples num_classes times slower (default: 0, none)")
     # fmt: on
     add_training_flags(parser, unit="code grids")
     return parser
@@ -71,6 +73,8 @@ def prior_training_config(args: argparse.Namespace, error) -> tuple[str, TrainCo
     temperature = args.temperature
     if not (math.isfinite(temperature) and temperature > 0):
         error(f"--temperature must be finite and above 0, got {temperature}")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        error(f"--guidance must be finite and at least 0, got {args.guidance}")
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     return preset, training_config(args, PRIOR_PRESETS[preset], error)
 
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = torch.arange(task.model.num_classes).repeat_interleave(10)  # 10 per class
         generator = torch.Generator().manual_seed(config.seed)
         grid = tuple(task.codes.train.shape[1:])
-        sampled = sample(task.model, labels, grid, args.temperature, generator)
+        sampled = sample(task.model, labels, grid, args.temperature, generator, args.guidance)
         path = save_png(decode_codes(vqvae, sampled), args.out / "samples.png", nrow=10)
     except (OSError, ValueError, CheckpointError, NonFiniteLossError) as error:
         print(f"error: {describe(error)}", file=sys.stderr)  # a missing file, bad input
