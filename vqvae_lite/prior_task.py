@@ -42,7 +42,7 @@ PRIOR_PRESETS = {
         checkpoint_every=400,
     ),
     # The reference priors' recipe: 6.4 epochs of the 50,000 code grids (the shipped
-    # transformer trained twice as long, with --steps 5000).
+    # transformer trained four times as long, with --steps 10000).
     "gpu": TrainConfig(
         steps=2500,
         batch_size=128,
